@@ -1,0 +1,204 @@
+"""Typed run configuration: one flat name per PPO hyperparameter, validated on load.
+
+Every hyperparameter is a top-level key, so the same name is the Hydra override
+(`clip_eps=0.1`), the Optuna parameter, the MLflow param and the pandas column
+(`params.clip_eps`). The config groups in `conf/` (gae/, clip/, loss/, optim/,
+train/) are named presets over these keys. Each setting is documented here, once.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, fields
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import DictConfig, OmegaConf
+
+# Every metric the trainer logs starts with one of these (documented in the README).
+METRIC_PREFIXES = ("objective/", "policy/", "value/", "loss/", "perf/", "eval/")
+
+
+class ConfigError(ValueError):
+    """A setting is out of range: the message names the key, the value and what is accepted."""
+
+    def __init__(self, key: str, value: object, accepted: str):
+        super().__init__(f"invalid config: {key}={value!r}; accepted: {accepted}")
+        self.key, self.value, self.accepted = key, value, accepted
+
+
+@dataclass
+class ModelConfig:
+    name: str | None = "tiny-reviews"  # logged as the MLflow param `model`; null = `path`
+    path: str | None = None  # HF hub id or local dir; None = the embedded tiny review model
+    value_model: str = "separate"  # "separate": critic copied from the policy checkpoint;
+    # "shared": a value head on the policy's own trunk (half the memory, coupled gradients)
+
+
+@dataclass
+class RewardConfig:
+    name: str | None = "vader"  # logged as the MLflow param `reward`; null = function or path
+    kind: str = "vader"  # "vader" | "function" | "classifier"
+    function: str | None = None  # kind=function: "module:function", list[str] -> list[float]
+    path: str | None = None  # kind=classifier: HF sequence-classification dir or hub id
+    label: int = 1  # kind=classifier: index of the class whose logit is the score
+    text: str = "response"  # what is scored: "response", or "full" (prompt + response)
+
+
+@dataclass
+class MlflowConfig:
+    tracking_uri: str | None = None  # None: $MLFLOW_TRACKING_URI, else MLflow's sqlite:///mlflow.db
+    experiment: str = "ppo_exp"  # MLflow experiment that holds the runs
+
+
+@dataclass
+class PPOConfig:
+    # --- GAE (gae/): how the end-of-response reward is spread back over tokens
+    gamma: float = 1.0  # discount per token, in [0, 1]; 1 = no discount (TRL's default)
+    lam: float = 0.95  # GAE lambda, in [0, 1]; 0 = one-step TD, 1 = Monte-Carlo returns
+    whiten_advantages: bool = True  # normalise advantages over valid tokens (mean 0, std 1)
+
+    # --- clipping (clip/): how far one batch may move the policy and the critic
+    clip_eps: float = 0.2  # PPO ratio clip: ratio kept in [1-clip_eps, 1+clip_eps]; > 0
+    value_clip_eps: float | None = 0.2  # critic clip around the rollout values; null = off
+    max_grad_norm: float | None = 1.0  # global gradient-norm clip; null = off
+    target_kl: float | None = None  # stop the replay epochs once approx-KL exceeds it; null = off
+
+    # --- loss (loss/): the three-part loss and the KL penalty in the reward
+    vf_coef: float = 0.1  # weight of the value (critic) MSE loss
+    ent_coef: float = 0.0  # weight of the entropy bonus; 0 = off (fragile in RLHF)
+    kl_coef: float = 0.05  # initial per-token KL penalty to the reference model; 0 = off
+    kl_estimator: str = "k1"  # "k1": logp - logp_ref (unbiased); "k3": always >= 0, lower variance
+    kl_target: float | None = None  # adaptive KL controller target (nats/response); null = fixed
+    kl_horizon: int = 10000  # adaptive controller horizon in rollouts (Ziegler et al. 2019)
+    missing_eos_penalty: float | None = (
+        None  # subtracted from scores lacking a stop token; null = off
+    )
+    whiten_rewards: bool = False  # scale per-token rewards to unit variance over valid tokens
+
+    # --- optimiser (optim/): AdamW over policy and critic, and the replay schedule
+    lr: float = 1e-4  # AdamW learning rate; > 0
+    lr_decay: bool = False  # decay lr linearly to 0 over the run
+    adam_eps: float = 1e-5  # AdamW epsilon (CleanRL's value)
+    ppo_epochs: int = 4  # replay count: passes over each rollout batch; >= 1
+    num_minibatches: int = 4  # minibatches per pass; must divide batch_size
+
+    # --- training loop (train/): sizes and budget
+    iterations: int = 40  # PPO iterations (rollout + update) in the run
+    batch_size: int = 64  # responses sampled per iteration
+    max_new_tokens: int = 24  # response length cap, tokens
+    temperature: float = 0.7  # sampling temperature; log-probs are divided by it too
+    eval_every: int = 10  # held-out eval every N iterations (and after the last); 0 = last only
+    eval_prompts: int = 128  # held-out prompts per eval
+    sample_every: int = 10  # log a table of sample generations every N iterations; 0 = off
+    seed: int = 0  # seeds torch, python and the prompt order; same seed = same metrics
+    objective: str = "eval/reward_mean"  # metric returned to sweepers (last logged value)
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    reward: RewardConfig = field(default_factory=RewardConfig)
+    mlflow: MlflowConfig = field(default_factory=MlflowConfig)
+
+    def __post_init__(self) -> None:
+        validate(self)
+
+
+def _check(ok: bool, key: str, value: object, accepted: str) -> None:
+    if not ok:
+        raise ConfigError(key, value, accepted)
+
+
+def _finite(x: float) -> bool:
+    return isinstance(x, (int, float)) and math.isfinite(x)
+
+
+def validate(cfg: PPOConfig) -> None:
+    """Raise `ConfigError` for the first setting out of range (called on every load)."""
+    for key in ("gamma", "lam"):
+        value = getattr(cfg, key)
+        _check(_finite(value) and 0 <= value <= 1, key, value, "a number in [0, 1]")
+    _check(_finite(cfg.clip_eps) and cfg.clip_eps > 0, "clip_eps", cfg.clip_eps, "a number > 0")
+    for key in ("value_clip_eps", "max_grad_norm", "target_kl", "kl_target"):
+        value = getattr(cfg, key)
+        _check(value is None or (_finite(value) and value > 0), key, value, "a number > 0, or null")
+    for key in ("vf_coef", "ent_coef", "kl_coef"):
+        value = getattr(cfg, key)
+        _check(_finite(value) and value >= 0, key, value, "a number >= 0")
+    _check(cfg.kl_estimator in ("k1", "k3"), "kl_estimator", cfg.kl_estimator, "'k1' or 'k3'")
+    _check(cfg.kl_horizon >= 1, "kl_horizon", cfg.kl_horizon, "an integer >= 1")
+    _check(
+        cfg.missing_eos_penalty is None or _finite(cfg.missing_eos_penalty),
+        "missing_eos_penalty",
+        cfg.missing_eos_penalty,
+        "a number, or null",
+    )
+    _check(_finite(cfg.lr) and cfg.lr > 0, "lr", cfg.lr, "a number > 0")
+    _check(_finite(cfg.adam_eps) and cfg.adam_eps > 0, "adam_eps", cfg.adam_eps, "a number > 0")
+    for key in ("ppo_epochs", "num_minibatches", "iterations", "batch_size", "max_new_tokens"):
+        value = getattr(cfg, key)
+        _check(value >= 1, key, value, "an integer >= 1")
+    _check(
+        cfg.batch_size % cfg.num_minibatches == 0,
+        "num_minibatches",
+        cfg.num_minibatches,
+        f"a divisor of batch_size={cfg.batch_size}",
+    )
+    _check(
+        _finite(cfg.temperature) and cfg.temperature > 0,
+        "temperature",
+        cfg.temperature,
+        "a number > 0",
+    )
+    for key in ("eval_every", "sample_every"):
+        value = getattr(cfg, key)
+        _check(value >= 0, key, value, "an integer >= 0 (0 = only at the end / off)")
+    _check(cfg.eval_prompts >= 1, "eval_prompts", cfg.eval_prompts, "an integer >= 1")
+    _check(
+        cfg.objective.startswith(METRIC_PREFIXES),
+        "objective",
+        cfg.objective,
+        "a metric name starting with " + ", ".join(METRIC_PREFIXES),
+    )
+    _check(
+        cfg.model.value_model in ("separate", "shared"),
+        "model.value_model",
+        cfg.model.value_model,
+        "'separate' or 'shared'",
+    )
+    kinds = ("vader", "function", "classifier")
+    _check(cfg.reward.kind in kinds, "reward.kind", cfg.reward.kind, " | ".join(kinds))
+    _check(
+        cfg.reward.kind != "function" or (cfg.reward.function or "").count(":") == 1,
+        "reward.function",
+        cfg.reward.function,
+        "'module:function' when reward.kind=function",
+    )
+    _check(
+        cfg.reward.kind != "classifier" or bool(cfg.reward.path),
+        "reward.path",
+        cfg.reward.path,
+        "a model dir or hub id when reward.kind=classifier",
+    )
+    _check(
+        cfg.reward.text in ("response", "full"),
+        "reward.text",
+        cfg.reward.text,
+        "'response' or 'full'",
+    )
+
+
+def hyperparameters(cfg: PPOConfig) -> dict[str, object]:
+    """The flat settings logged as MLflow params: top-level scalars, plus model and reward names."""
+    params = {f.name: getattr(cfg, f.name) for f in fields(cfg) if f.name not in _SECTIONS}
+    params["model"] = cfg.model.name or cfg.model.path
+    params["reward"] = cfg.reward.name or cfg.reward.function or cfg.reward.path
+    return params
+
+
+_SECTIONS = ("model", "reward", "mlflow")
+
+
+def to_config(cfg: DictConfig) -> PPOConfig:
+    """Turn a composed Hydra config into a validated `PPOConfig` (raises `ConfigError`)."""
+    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(PPOConfig), cfg))
+
+
+ConfigStore.instance().store(name="ppo_schema", node=PPOConfig)

@@ -1,0 +1,269 @@
+"""Pluggable reward scorers: a list of texts in, one float32 score per text out.
+
+`build_reward(cfg.reward)` turns a `RewardConfig` into a `Scorer`, selected by `reward.kind`:
+
+- ``vader``: the VADER sentiment compound score, in [-1, 1] (no model download needed).
+- ``function``: a user function ``"module:function"`` taking ``list[str]`` and returning one
+  number per text. The current working directory is importable, so a ``my_rewards.py`` next
+  to where the run is launched works as ``reward.function=my_rewards:length_bonus``.
+- ``classifier``: a Hugging Face sequence-classification model (local dir or hub id in
+  ``reward.path``); the score is the logit of class ``reward.label``.
+
+Which strings are scored (``reward.text``: the response alone, or prompt + response) is
+decided by the caller, the trainer; a scorer just scores whatever texts it is given.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from collections.abc import Callable
+
+import torch
+
+from ppo_exp.config import ConfigError, RewardConfig
+
+Scorer = Callable[[list[str]], torch.Tensor]
+
+# Texts per classifier forward pass: bounds peak memory for large rollout batches.
+CLASSIFIER_BATCH_SIZE = 64
+
+_FUNCTION_ACCEPTED = "'module:function' naming an importable callable, list[str] -> list[float]"
+
+
+def build_reward(cfg: RewardConfig) -> Scorer:
+    """Build the scorer selected by `cfg.kind`; any model or function is loaded once, here.
+
+    Args:
+        cfg: the reward section of the run config.
+
+    Returns:
+        A callable mapping a list of N texts to a float32 CPU tensor of shape (N,).
+
+    Raises:
+        ConfigError: `cfg.kind` is unknown, or a setting it needs is missing or invalid.
+        TypeError: the `reward.function` target is not callable.
+    """
+    if cfg.kind == "vader":
+        return _vader_scorer()
+    if cfg.kind == "function":
+        return _function_scorer(cfg.function)
+    if cfg.kind == "classifier":
+        if not cfg.path:
+            raise ConfigError(
+                "reward.path", cfg.path, "a model dir or hub id when reward.kind=classifier"
+            )
+        return _classifier_scorer(cfg.path, cfg.label)
+    raise ConfigError("reward.kind", cfg.kind, "'vader' | 'function' | 'classifier'")
+
+
+# --- vader -------------------------------------------------------------------------------
+
+
+def _vader_scorer() -> Scorer:
+    """VADER compound sentiment per text, in [-1, 1]."""
+    # Imported lazily so the other reward kinds work without vaderSentiment installed.
+    from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
+
+    # Building the analyzer parses its lexicon files; do it once, not per batch.
+    analyzer = SentimentIntensityAnalyzer()
+
+    def score(texts: list[str]) -> torch.Tensor:
+        compounds = [analyzer.polarity_scores(text)["compound"] for text in texts]
+        return torch.tensor(compounds, dtype=torch.float32)
+
+    return score
+
+
+# --- user function -----------------------------------------------------------------------
+
+
+def _function_scorer(spec: str | None) -> Scorer:
+    """Wrap the user function named by `spec` so its output is checked on every call."""
+    fn = _import_function(spec)
+
+    def score(texts: list[str]) -> torch.Tensor:
+        return _check_scores(fn(texts), texts, spec)
+
+    return score
+
+
+def _import_function(spec: str | None) -> Callable:
+    """Import the callable named by a ``"module:function"`` string.
+
+    Args:
+        spec: the `reward.function` setting; the part after ':' may be dotted
+            (``"pkg.mod:Class.method"``).
+
+    Returns:
+        The callable.
+
+    Raises:
+        ConfigError: `spec` is malformed, or its module or attribute does not exist.
+        TypeError: the attribute exists but is not callable.
+    """
+    if not isinstance(spec, str) or spec.count(":") != 1 or "" in spec.split(":"):
+        raise ConfigError("reward.function", spec, _FUNCTION_ACCEPTED)
+    module_name, attr_path = spec.split(":")
+    _make_cwd_importable()
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        # Only report "not found" when the named module itself is missing; a missing
+        # dependency inside the user's module is their bug and its own error says more.
+        if exc.name is None or not _is_same_or_parent(exc.name, module_name):
+            raise
+        raise ConfigError(
+            "reward.function", spec,
+            f"{_FUNCTION_ACCEPTED}; module {module_name!r} was not found "
+            f"(searched the current directory {os.getcwd()!r} and the installed packages)",
+        ) from exc
+    target: object = module
+    for attr in attr_path.split("."):
+        if not hasattr(target, attr):
+            raise ConfigError(
+                "reward.function", spec,
+                f"{_FUNCTION_ACCEPTED}; module {module_name!r} has no attribute {attr_path!r}",
+            )
+        target = getattr(target, attr)
+    if not callable(target):
+        raise TypeError(
+            f"invalid config: reward.function={spec!r} is a {type(target).__name__}, "
+            f"not callable; accepted: {_FUNCTION_ACCEPTED}"
+        )
+    return target
+
+
+def _make_cwd_importable() -> None:
+    """Put the working directory on sys.path, as `python script.py` would for its own dir."""
+    # '' on sys.path already means "the current directory" (python -m, the REPL).
+    cwd = os.getcwd()
+    if cwd not in sys.path and "" not in sys.path:
+        sys.path.insert(0, cwd)
+
+
+def _is_same_or_parent(missing: str, module_name: str) -> bool:
+    """True if `missing` is `module_name` or one of its parent packages."""
+    return module_name == missing or module_name.startswith(missing + ".")
+
+
+def _check_scores(scores: object, texts: list[str], spec: str | None) -> torch.Tensor:
+    """Convert a user function's output to a float32 (N,) tensor, or explain what is wrong.
+
+    Args:
+        scores: what the function returned (list, numpy array or tensor expected).
+        texts: the texts it was given, to check the length and name a bad entry.
+        spec: the `reward.function` setting, for the error messages.
+
+    Returns:
+        The scores as a float32 CPU tensor of shape (len(texts),).
+
+    Raises:
+        TypeError: the output is not a flat sequence of numbers.
+        ValueError: the output has the wrong length or a non-finite score.
+    """
+    prefix = f"reward.function={spec!r}"
+    expected = f"a sequence of {len(texts)} finite floats (list, numpy array or tensor)"
+    try:
+        if isinstance(scores, torch.Tensor):
+            tensor = scores.detach().to(device="cpu", dtype=torch.float32)
+        else:
+            tensor = torch.as_tensor(scores, dtype=torch.float32)
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise TypeError(
+            f"{prefix} returned {type(scores).__name__}, which is not numeric; "
+            f"accepted: {expected}"
+        ) from exc
+    if tensor.ndim != 1:
+        raise TypeError(
+            f"{prefix} returned shape {tuple(tensor.shape)}; accepted: {expected}"
+        )
+    if len(tensor) != len(texts):
+        raise ValueError(
+            f"{prefix} returned {len(tensor)} scores for {len(texts)} texts; "
+            f"accepted: {expected}"
+        )
+    bad = (~torch.isfinite(tensor)).nonzero().flatten()
+    if len(bad):
+        index = int(bad[0])
+        raise ValueError(
+            f"{prefix} returned a non-finite score {tensor[index].item()} at index {index} "
+            f"(text {texts[index][:40]!r}); {len(bad)} of {len(texts)} scores are "
+            f"non-finite; accepted: {expected}"
+        )
+    return tensor
+
+
+# --- classifier --------------------------------------------------------------------------
+
+
+def _classifier_scorer(path: str, label: int) -> Scorer:
+    """Score texts by the logit of class `label` of the sequence classifier at `path`.
+
+    Args:
+        path: a local model dir or a Hugging Face hub id.
+        label: index of the class whose logit is the score.
+
+    Returns:
+        The scorer; it runs the model in eval mode, without autograd, in batches.
+
+    Raises:
+        ConfigError: `label` is not a class index of the model.
+    """
+    # Imported lazily: transformers is slow to import and only this kind needs it.
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForSequenceClassification.from_pretrained(path)
+    num_labels = model.config.num_labels
+    if isinstance(label, bool) or not isinstance(label, int) or not 0 <= label < num_labels:
+        raise ConfigError(
+            "reward.label", label,
+            f"an integer in [0, {num_labels - 1}]: the classifier at reward.path={path!r} "
+            f"has {num_labels} labels",
+        )
+    _ensure_pad_token(tokenizer, model)
+    model.eval()
+    max_length = _max_length(tokenizer, model)
+
+    @torch.inference_mode()
+    def score(texts: list[str]) -> torch.Tensor:
+        chunks = []
+        for start in range(0, len(texts), CLASSIFIER_BATCH_SIZE):
+            batch = tokenizer(
+                list(texts[start:start + CLASSIFIER_BATCH_SIZE]),
+                padding=True, truncation=True, max_length=max_length, return_tensors="pt",
+            ).to(model.device)
+            chunks.append(model(**batch).logits[:, label].float().cpu())
+        if not chunks:
+            return torch.zeros(0, dtype=torch.float32)
+        return torch.cat(chunks)
+
+    return score
+
+
+def _ensure_pad_token(tokenizer, model) -> None:
+    """Give the tokenizer a pad token and tell the model its id, so batches can be padded.
+
+    Decoder-only classifiers (GPT-2 style) pool the last non-pad token, so the model must
+    know the pad id; many such tokenizers ship without one. Reusing eos keeps the
+    vocabulary unchanged; a new [PAD] token is added only when there is no eos either
+    (its embedding is never read: padded positions are masked and not pooled).
+    """
+    if tokenizer.pad_token is None:
+        if tokenizer.eos_token is not None:
+            tokenizer.pad_token = tokenizer.eos_token
+        else:
+            tokenizer.add_special_tokens({"pad_token": "[PAD]"})
+            if len(tokenizer) > model.get_input_embeddings().num_embeddings:
+                model.resize_token_embeddings(len(tokenizer))
+    model.config.pad_token_id = tokenizer.pad_token_id
+
+
+def _max_length(tokenizer, model) -> int | None:
+    """The longest input both the tokenizer and the model's position table accept."""
+    limits = [tokenizer.model_max_length, getattr(model.config, "max_position_embeddings", None)]
+    # Tokenizers without a configured limit report a huge sentinel (int(1e30)).
+    limits = [n for n in limits if isinstance(n, int) and 0 < n < 1_000_000]
+    return min(limits) if limits else None

@@ -1,0 +1,58 @@
+"""The Hydra app: `python -m ppo_exp.run [overrides]` trains once; `-m` sweeps.
+
+python -m ppo_exp.run                        # one run on the embedded offline task
+python -m ppo_exp.run train=smoke            # the same in seconds
+python -m ppo_exp.run -m clip_eps=0.1,0.2    # two runs under one MLflow parent run
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import hydra
+from omegaconf import DictConfig
+
+from ppo_exp.config import ConfigError, PPOConfig, to_config
+
+log = logging.getLogger("ppo_exp")
+
+
+def load(cfg: DictConfig) -> PPOConfig:
+    """Validate the composed config; a bad value exits with one line naming it."""
+    try:
+        return to_config(cfg)
+    except ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def train_and_track(cfg: DictConfig) -> dict[str, float]:
+    """Validate `cfg`, train with MLflow tracking, and return the final metrics."""
+    ppo_cfg = load(cfg)
+    # Imported here so a bad config fails fast, before torch and transformers load.
+    from ppo_exp import tracking
+    from ppo_exp.trainer import train
+
+    with tracking.start_run(ppo_cfg, cfg) as tracker:
+        metrics = train(ppo_cfg, [tracker])
+    return metrics
+
+
+def objective_of(metrics: dict[str, float], name: str) -> float:
+    """Pick the metric that sweepers optimise, with a clear error if it was never logged."""
+    if name not in metrics:
+        raise ConfigError("objective", name, "a logged metric: " + ", ".join(sorted(metrics)))
+    return metrics[name]
+
+
+@hydra.main(config_path="../conf", config_name="config", version_base=None)
+def main(cfg: DictConfig) -> float:
+    metrics = train_and_track(cfg)
+    value = objective_of(metrics, cfg.objective)
+    log.info("objective %s = %.4f", cfg.objective, value)
+    return value
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,156 @@
+"""MLflow tracking: one run per training job, grouped under a parent run per sweep.
+
+Layout in MLflow (tags say what each run is):
+    sweep parent   ppo_exp.kind=sweep   one per `-m` multirun
+      └ job run    ppo_exp.kind=run     params = flat hyperparameters, metrics per iteration
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import logging
+import os
+import subprocess
+import traceback
+from collections.abc import Iterator
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+from hydra.core.hydra_config import HydraConfig
+from hydra.experimental.callback import Callback
+from hydra.types import RunMode
+from mlflow.tracking import MlflowClient
+from omegaconf import DictConfig, OmegaConf
+
+from ppo_exp.config import MlflowConfig, PPOConfig, hyperparameters
+
+log = logging.getLogger("ppo_exp")
+
+PARENT_RUN_ENV = "PPO_EXP_PARENT_RUN_ID"  # set by a sweep, read by its jobs
+
+
+class MlflowTracker:
+    """Sends the trainer's metrics and sample tables to the active MLflow run."""
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        mlflow.log_metrics(metrics, step=step)
+
+    def log_samples(self, samples: pd.DataFrame, step: int) -> None:
+        mlflow.log_table(samples, artifact_file=f"samples/step_{step:04d}.json")
+
+
+def configure(cfg: MlflowConfig | DictConfig) -> str:
+    """Point MLflow at the configured store and experiment; return the experiment id."""
+    if cfg.tracking_uri:
+        mlflow.set_tracking_uri(cfg.tracking_uri)
+    return mlflow.set_experiment(cfg.experiment).experiment_id
+
+
+def git_commit() -> str | None:
+    """The commit of the ppo_exp checkout, if it is one (recorded for reproducibility)."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(__file__).parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def job_overrides() -> list[str]:
+    """The command-line overrides of this Hydra job (empty outside Hydra)."""
+    if not HydraConfig.initialized():
+        return []
+    return list(HydraConfig.get().overrides.task)
+
+
+def run_name(overrides: list[str]) -> str:
+    """A readable run name: the overrides, prefixed with the job number in a sweep."""
+    name = ",".join(overrides) or "default"
+    if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+        name = f"#{HydraConfig.get().job.num} {name}"
+    return name
+
+
+@contextlib.contextmanager
+def start_run(
+    cfg: PPOConfig, resolved: DictConfig, *, tags: dict[str, str] | None = None
+) -> Iterator[MlflowTracker]:
+    """Open the job's MLflow run with its params, tags and config, and close it.
+
+    A job that raises leaves its run FAILED, with the error in the tag `ppo_exp.error`
+    and the traceback in the artifact `error.txt`.
+    """
+    configure(cfg.mlflow)
+    overrides = job_overrides()
+    all_tags = {"ppo_exp.kind": "run", "ppo_exp.overrides": " ".join(overrides)}
+    if commit := git_commit():
+        all_tags["mlflow.source.git.commit"] = commit
+    if HydraConfig.initialized():
+        all_tags["ppo_exp.output_dir"] = HydraConfig.get().runtime.output_dir
+    if parent := os.environ.get(PARENT_RUN_ENV):
+        all_tags["mlflow.parentRunId"] = parent
+    all_tags.update(tags or {})
+    with mlflow.start_run(run_name=run_name(overrides), tags=all_tags) as run:
+        mlflow.log_params(hyperparameters(cfg))
+        mlflow.log_dict(OmegaConf.to_container(resolved, resolve=True), "config.yaml")
+        log.info(
+            "MLflow run %s (%s) in %s",
+            run.info.run_name,
+            run.info.run_id,
+            mlflow.get_tracking_uri(),
+        )
+        try:
+            yield MlflowTracker()
+        except BaseException as error:
+            mlflow.set_tag("ppo_exp.error", f"{type(error).__name__}: {error}"[:5000])
+            mlflow.log_text(traceback.format_exc(), "error.txt")
+            raise
+
+
+class SweepParentRun(Callback):
+    """Hydra callback: one parent MLflow run groups the jobs of a `-m` multirun.
+
+    Jobs find it through the PPO_EXP_PARENT_RUN_ID environment variable. The parent
+    ends FINISHED when every job succeeded, FAILED otherwise (also when the sweep is
+    interrupted, through an exit handler).
+    """
+
+    def __init__(self) -> None:
+        self.run_id: str | None = None
+        self.failures = 0
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: object) -> None:
+        experiment_id = configure(config.mlflow)
+        sweep_dir = config.hydra.sweep.dir
+        tags = {"ppo_exp.kind": "sweep", "ppo_exp.sweep_dir": str(sweep_dir)}
+        if commit := git_commit():
+            tags["mlflow.source.git.commit"] = commit
+        run = MlflowClient().create_run(
+            experiment_id, run_name=f"sweep {Path(sweep_dir).name}", tags=tags
+        )
+        self.run_id = run.info.run_id
+        os.environ[PARENT_RUN_ENV] = self.run_id
+        atexit.register(self._end, "FAILED")
+
+    def on_job_end(self, config: DictConfig, job_return: object, **kwargs: object) -> None:
+        if getattr(getattr(job_return, "status", None), "name", "") == "FAILED":
+            self.failures += 1
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: object) -> None:
+        self._end("FAILED" if self.failures else "FINISHED")
+
+    def _end(self, status: str) -> None:
+        if self.run_id is None:
+            return
+        client = MlflowClient()
+        client.set_tag(self.run_id, "ppo_exp.failed_jobs", str(self.failures))
+        client.set_terminated(self.run_id, status=status)
+        os.environ.pop(PARENT_RUN_ENV, None)
+        self.run_id = None

@@ -1,0 +1,347 @@
+"""The PPO trainer for language models. One iteration, in the order of the algorithm:
+
+1. rollout: sample responses to a batch of prompts, truncate after the stop token;
+2. score: the reward model scores each response;
+3. KL penalty: per-token rewards r_t = -kl_coef * KL_t, plus the score on the last real token;
+4. GAE: advantages and returns, backwards from the last token;
+5. replay: `ppo_epochs` passes over shuffled minibatches, each minimising
+   policy loss + vf_coef * value loss - ent_coef * entropy;
+6. metrics: logged to every tracker, plus a held-out eval every `eval_every` iterations.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Sequence
+from typing import NamedTuple, Protocol
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+from transformers.utils import logging as hf_logging
+
+from ppo_exp import losses
+from ppo_exp.base_model import load_causal_lm, tiny_model_path
+from ppo_exp.config import PPOConfig
+from ppo_exp.data import make_prompts
+from ppo_exp.gae import compute_gae
+from ppo_exp.models import ActorCritic, frozen_copy, position_ids_for
+from ppo_exp.reward import Scorer, build_reward
+
+log = logging.getLogger("ppo_exp")
+hf_logging.disable_progress_bar()  # one progress bar, ours: not one per weight load
+
+TRAIN_PROMPTS = 2048  # distinct training prompts drawn from the review grammar
+SAMPLES_LOGGED = 16  # rows of the sample-generations table
+
+
+class Tracker(Protocol):
+    """Receives what the trainer measures: MLflow, the console, an Optuna pruner..."""
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None: ...
+
+    def log_samples(self, samples: pd.DataFrame, step: int) -> None: ...
+
+
+class Rollout(NamedTuple):
+    """One batch of sampled responses. B = batch, L = prompt + response, T = response.
+
+    Everything PPO reads during the replay epochs is computed once, here, under
+    `torch.inference_mode` (then cloned into normal tensors so autograd may use them).
+    """
+
+    input_ids: torch.Tensor  # (B, L) left-padded prompt + right-padded response
+    attention_mask: torch.Tensor  # (B, L)
+    position_ids: torch.Tensor  # (B, L)
+    response: torch.Tensor  # (B, T) token ids, padding after the stop token
+    mask: torch.Tensor  # (B, T) 1.0 up to and including the stop token
+    logprobs: torch.Tensor  # (B, T) policy log-probs at sampling time, at temperature
+    ref_logprobs: torch.Tensor  # (B, T) frozen reference model, same temperature
+    values: torch.Tensor  # (B, T) critic's values at sampling time
+    entropy: torch.Tensor  # (B, T) policy entropy at sampling time
+    scores: torch.Tensor  # (B,) reward-model scores, after the missing-stop penalty
+    has_eos: torch.Tensor  # (B,) bool, response ended with the stop token
+    texts: list[str]  # decoded responses
+
+
+def set_seed(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+class PPOTrainer:
+    """Holds the models, the optimiser and the KL coefficient; `train()` runs the loop."""
+
+    def __init__(self, cfg: PPOConfig):
+        self.cfg = cfg
+        set_seed(cfg.seed)
+        path = cfg.model.path or tiny_model_path()
+        policy, self.tokenizer = load_causal_lm(path)
+        self.ref = frozen_copy(policy)
+        self.model = ActorCritic(policy, value_model=cfg.model.value_model).eval()
+        # Dropout stays off (eval mode) throughout, so sampling-time and training-time
+        # log-probs agree and the first ratio is exactly 1.
+        self.optimizer = torch.optim.AdamW(
+            self.model.parameters(), lr=cfg.lr, eps=cfg.adam_eps, weight_decay=0.0
+        )
+        self.scorer: Scorer = build_reward(cfg.reward)
+        self.kl_coef = cfg.kl_coef
+        self.train_prompts = make_prompts(TRAIN_PROMPTS, split="train")
+        self.eval_prompts = make_prompts(cfg.eval_prompts, split="eval")
+        self.prompt_rng = torch.Generator().manual_seed(cfg.seed)
+
+    # -- 1-2. rollout and score --------------------------------------------------------
+
+    @torch.inference_mode()
+    def rollout(self, prompts: list[str]) -> Rollout:
+        cfg, tok = self.cfg, self.tokenizer
+        enc = tok(prompts, return_tensors="pt", padding=True)
+        prompt_len = enc.input_ids.shape[1]
+        policy = self.model.policy
+        input_ids = policy.generate(
+            **enc,
+            do_sample=True,
+            temperature=cfg.temperature,
+            top_k=0,
+            top_p=1.0,
+            max_new_tokens=cfg.max_new_tokens,
+            pad_token_id=tok.pad_token_id,
+            eos_token_id=tok.eos_token_id,
+        )  # (B, L)
+        response = input_ids[:, prompt_len:]  # (B, T)
+        mask, has_eos = truncate_after_stop(response, tok.eos_token_id)
+        response = torch.where(mask.bool(), response, tok.pad_token_id)
+        input_ids = torch.cat([input_ids[:, :prompt_len], response], dim=1)
+        attention_mask = torch.cat([enc.attention_mask, mask.long()], dim=1)
+        position_ids = position_ids_for(attention_mask)
+        T = response.shape[1]
+
+        # Log-probs are recomputed with the same full forward pass the update uses (rather
+        # than taken from generate's KV-cached scores), so the first minibatch's ratio is
+        # exactly 1 and not a numerical artefact. Logits are divided by the sampling
+        # temperature, as in the N-implementation-details paper.
+        logits, values = self.model(input_ids, attention_mask, position_ids, T)
+        logits = logits / cfg.temperature
+        logprobs = losses.logprobs_from_logits(logits, response)
+        entropy = losses.entropy_from_logits(logits)
+        ref_logits = self.ref(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            logits_to_keep=T + 1,
+        ).logits[:, :-1]
+        ref_logprobs = losses.logprobs_from_logits(ref_logits / cfg.temperature, response)
+
+        texts = tok.batch_decode(response, skip_special_tokens=True)
+        scored = (
+            texts
+            if cfg.reward.text == "response"
+            else [p + t for p, t in zip(prompts, texts, strict=True)]
+        )
+        scores = self.scorer(scored).to(torch.float32)
+        if cfg.missing_eos_penalty is not None:
+            scores = scores - cfg.missing_eos_penalty * (~has_eos).float()
+
+        return Rollout(
+            *(t.clone() for t in (input_ids, attention_mask, position_ids, response)),
+            *(t.clone() for t in (mask, logprobs, ref_logprobs, values * mask, entropy)),
+            scores.clone(),
+            has_eos.clone(),
+            texts,
+        )
+
+    # -- 3-4. KL penalty and GAE -------------------------------------------------------
+
+    def advantages(self, r: Rollout) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Per-token rewards (B, T), then GAE advantages and returns (B, T) each."""
+        cfg = self.cfg
+        kl = losses.kl_penalty(r.logprobs, r.ref_logprobs, cfg.kl_estimator) * r.mask
+        rewards = -self.kl_coef * kl
+        # The score goes on the last real token (the stop token), not on the padding
+        # slot after it (TRL issues 1893, 3750).
+        last = (r.mask.sum(1).long() - 1).clamp(min=0)  # (B,)
+        rewards[torch.arange(len(last)), last] += r.scores
+        if cfg.whiten_rewards:
+            rewards = losses.masked_whiten(rewards, r.mask, shift_mean=False)
+        advantages, returns = compute_gae(rewards, r.values, r.mask, gamma=cfg.gamma, lam=cfg.lam)
+        if cfg.whiten_advantages:
+            advantages = losses.masked_whiten(advantages, r.mask)
+        return rewards, advantages, returns
+
+    # -- 5. replay epochs --------------------------------------------------------------
+
+    def update(
+        self, r: Rollout, advantages: torch.Tensor, returns: torch.Tensor
+    ) -> dict[str, float]:
+        cfg = self.cfg
+        batch = len(r.scores)
+        minibatch = batch // cfg.num_minibatches
+        T = r.response.shape[1]
+        stats: dict[str, list[float]] = {}
+        epochs_run = 0
+        for _ in range(cfg.ppo_epochs):
+            epochs_run += 1
+            order = torch.randperm(batch)
+            epoch_kl = []
+            for start in range(0, batch, minibatch):
+                i = order[start : start + minibatch]
+                mask = r.mask[i]
+                logits, values = self.model(
+                    r.input_ids[i], r.attention_mask[i], r.position_ids[i], T
+                )
+                logits = logits / cfg.temperature
+                logprobs = losses.logprobs_from_logits(logits, r.response[i])
+                pg_loss, pg = losses.policy_loss(
+                    logprobs, r.logprobs[i], advantages[i], mask, clip_eps=cfg.clip_eps
+                )
+                vf_loss, vf = losses.value_loss(
+                    values, r.values[i], returns[i], mask, value_clip_eps=cfg.value_clip_eps
+                )
+                entropy = losses.masked_mean(losses.entropy_from_logits(logits), mask)
+                loss = pg_loss + cfg.vf_coef * vf_loss - cfg.ent_coef * entropy
+
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if cfg.max_grad_norm is not None:
+                    torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
+                self.optimizer.step()
+
+                epoch_kl.append(float(pg["approx_kl"]))
+                for name, value in {
+                    "policy/approx_kl": pg["approx_kl"],
+                    "policy/clipfrac": pg["clipfrac"],
+                    "policy/ratio": pg["ratio"],
+                    "policy/entropy": entropy.detach(),
+                    "value/clipfrac": vf["clipfrac"],
+                    "loss/policy": pg_loss.detach(),
+                    "loss/value": vf_loss.detach(),
+                    "loss/entropy": -entropy.detach(),
+                    "loss/total": loss.detach(),
+                }.items():
+                    stats.setdefault(name, []).append(float(value))
+            # CleanRL's early stop: the policy already moved far enough on this batch.
+            if cfg.target_kl is not None and np.mean(epoch_kl) > cfg.target_kl:
+                break
+        metrics = {name: float(np.mean(values)) for name, values in stats.items()}
+        metrics["policy/epochs"] = epochs_run
+        return metrics
+
+    def update_kl_coef(self, kl_per_response: float) -> None:
+        """Adaptive KL controller (Ziegler et al. 2019): steer the KL towards `kl_target`."""
+        cfg = self.cfg
+        if cfg.kl_target is None:
+            return
+        error = np.clip(kl_per_response / cfg.kl_target - 1, -0.2, 0.2)
+        self.kl_coef *= 1 + error * cfg.batch_size / cfg.kl_horizon
+
+    # -- evaluation ---------------------------------------------------------------------
+
+    def evaluate(self) -> tuple[dict[str, float], Rollout]:
+        """Held-out prompts, sampled with a fixed seed so evals are comparable over time."""
+        with torch.random.fork_rng():
+            torch.manual_seed(self.cfg.seed + 1_000_003)
+            r = self.rollout(self.eval_prompts)
+        kl = losses.kl_penalty(r.logprobs, r.ref_logprobs, self.cfg.kl_estimator) * r.mask
+        metrics = {
+            "eval/reward_mean": float(r.scores.mean()),
+            "eval/reward_std": float(r.scores.std()),
+            "eval/kl": float(kl.sum(1).mean()),
+            "eval/response_length": float(r.mask.sum(1).mean()),
+        }
+        metrics["eval/score"] = metrics["eval/reward_mean"] - self.cfg.kl_coef * metrics["eval/kl"]
+        return metrics, r
+
+    def samples_table(self, prompts: list[str], r: Rollout) -> pd.DataFrame:
+        n = min(SAMPLES_LOGGED, len(prompts))
+        return pd.DataFrame(
+            {"prompt": prompts[:n], "response": r.texts[:n], "score": r.scores[:n].tolist()}
+        )
+
+    # -- the loop -------------------------------------------------------------------------
+
+    def train(self, trackers: Sequence[Tracker] = ()) -> dict[str, float]:
+        """Run `iterations` PPO iterations; return the last value of every metric."""
+        cfg = self.cfg
+        last: dict[str, float] = {}
+
+        def emit(metrics: dict[str, float], step: int) -> None:
+            last.update(metrics)
+            for tracker in trackers:
+                tracker.log_metrics(metrics, step)
+
+        eval_metrics, eval_rollout = self.evaluate()  # step 0: the base model
+        emit(eval_metrics, 0)
+        eval_scores: list[float] = []  # held-out score at each eval after step 0
+        bar = tqdm(range(1, cfg.iterations + 1), desc="PPO", unit="it", dynamic_ncols=True)
+        for it in bar:
+            if cfg.lr_decay:
+                for group in self.optimizer.param_groups:
+                    group["lr"] = cfg.lr * (1 - (it - 1) / cfg.iterations)
+            t0 = time.perf_counter()
+            picks = torch.randint(
+                len(self.train_prompts), (cfg.batch_size,), generator=self.prompt_rng
+            )
+            prompts = [self.train_prompts[i] for i in picks]
+            r = self.rollout(prompts)  # 1-2
+            rewards, advantages, returns = self.advantages(r)  # 3-4
+            t1 = time.perf_counter()
+            update_metrics = self.update(r, advantages, returns)  # 5
+            t2 = time.perf_counter()
+
+            kl = losses.kl_penalty(r.logprobs, r.ref_logprobs, cfg.kl_estimator) * r.mask
+            kl_per_response = float(kl.sum(1).mean())
+            metrics = {
+                "objective/reward_mean": float(r.scores.mean()),
+                "objective/reward_std": float(r.scores.std()),
+                "objective/kl": kl_per_response,
+                "objective/kl_coef": self.kl_coef,
+                "objective/entropy": float(losses.masked_mean(r.entropy, r.mask)),
+                "objective/response_length": float(r.mask.sum(1).mean()),
+                "objective/eos_rate": float(r.has_eos.float().mean()),
+                "objective/rlhf_reward": float(rewards.sum(1).mean()),
+                "value/explained_var": losses.explained_variance(r.values, returns, r.mask),
+                "policy/lr": self.optimizer.param_groups[0]["lr"],
+                **update_metrics,
+                "perf/rollout_s": t1 - t0,
+                "perf/update_s": t2 - t1,
+                "perf/tokens_per_s": float(r.mask.sum()) / (t2 - t0),
+            }
+            self.update_kl_coef(kl_per_response)
+            if it == cfg.iterations or (cfg.eval_every and it % cfg.eval_every == 0):
+                eval_metrics, eval_rollout = self.evaluate()
+                eval_scores.append(eval_metrics["eval/score"])
+                # Area under the held-out learning curve: credits reaching a good score
+                # early, so settings still differ when every run ends up saturated.
+                eval_metrics["eval/score_auc"] = float(np.mean(eval_scores))
+                metrics.update(eval_metrics)
+            emit(metrics, it)
+            if cfg.sample_every and (it % cfg.sample_every == 0 or it == cfg.iterations):
+                for tracker in trackers:
+                    tracker.log_samples(self.samples_table(self.eval_prompts, eval_rollout), it)
+            bar.set_postfix(
+                reward=f"{metrics['objective/reward_mean']:.3f}",
+                kl=f"{kl_per_response:.2f}",
+                eval=f"{last['eval/reward_mean']:.3f}",
+            )
+        bar.close()
+        return last
+
+
+def train(cfg: PPOConfig, trackers: Sequence[Tracker] = ()) -> dict[str, float]:
+    """Build the models for `cfg` and run the whole PPO training; return the final metrics."""
+    return PPOTrainer(cfg).train(trackers)
+
+
+def truncate_after_stop(
+    response: torch.Tensor, stop_token_id: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mask (B, T) of 1.0 up to and including each row's first stop token; and (B,) has-stop."""
+    is_stop = response == stop_token_id
+    has_stop = is_stop.any(1)
+    # Stops seen strictly before each position: 0 means the token is still in the response.
+    stops_before = is_stop.long().cumsum(1) - is_stop.long()
+    return (stops_before == 0).float(), has_stop

@@ -1,0 +1,36 @@
+"""Shared fixtures: the cached default model, an isolated MLflow store, and the real CLI."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ppo_exp.base_model import tiny_model_path
+
+
+@pytest.fixture(scope="session")
+def base_model_path() -> Path:
+    """The default tiny review model, built into the default cache once per machine."""
+    return tiny_model_path()
+
+
+@pytest.fixture
+def mlflow_uri(tmp_path, monkeypatch) -> str:
+    """A fresh sqlite MLflow store in tmp_path, seen by this process and by `run_cli` children."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    return uri
+
+
+def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """Run `python -m ppo_exp.run <args>` in `cwd`, as a user would, capturing its output."""
+    return subprocess.run(
+        [sys.executable, "-m", "ppo_exp.run", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )

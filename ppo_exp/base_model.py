@@ -147,12 +147,12 @@ def _build(out_dir: Path, recipe: Recipe) -> None:
     reviews = generate_reviews(recipe.corpus_size, seed=recipe.corpus_seed)
     texts = [review + EOS for review in reviews]
     tokenizer = _train_tokenizer(texts, recipe.vocab_size)
-    tokenizer.padding_side = "right"  # training rows start at position 0
-    tokens = tokenizer(
-        texts, padding="max_length", truncation=True, max_length=recipe.n_positions,
-        return_tensors="pt",
-    )["input_ids"]
-    tokenizer.padding_side = "left"
+    # Right-padded rows, so that every review starts at position 0 as a prompt does.
+    tokens = torch.nn.utils.rnn.pad_sequence(
+        [torch.tensor(ids[: recipe.n_positions]) for ids in tokenizer(texts)["input_ids"]],
+        batch_first=True,
+        padding_value=tokenizer.pad_token_id,
+    )
 
     config = GPT2Config(
         vocab_size=len(tokenizer),

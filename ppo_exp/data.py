@@ -83,6 +83,18 @@ def _parts(kind: str, *nps: str) -> tuple[Part, ...]:
     return tuple(Part(np, kind, np.endswith("s") and np not in singular_s) for np in nps)
 
 
+PRODUCT_EVENTS = (
+    ("it works well", "it works great", "it is worth every penny", "i love it",
+     "it has been excellent so far", "it is the best thing i have bought this year"),
+    ("it broke after a week", "it died after two days", "it is a waste of money",
+     "i hate it", "it has been awful so far", "it is the worst thing i have bought this year"),
+)
+PRODUCT_CLOSERS = (
+    ("highly recommended", "i would buy it again", "i am very happy with it", "five stars"),
+    ("avoid it", "i regret buying it", "i am very disappointed", "one star"),
+)
+
+
 def _product(item: str, *parts: str) -> Domain:
     return Domain(
         tense="present",
@@ -94,17 +106,6 @@ def _product(item: str, *parts: str) -> Domain:
         closers=PRODUCT_CLOSERS,
     )
 
-
-PRODUCT_EVENTS = (
-    ("it works well", "it works great", "it is worth every penny", "i love it",
-     "it has been excellent so far", "it is the best thing i have bought this year"),
-    ("it broke after a week", "it died after two days", "it is a waste of money",
-     "i hate it", "it has been awful so far", "it is the worst thing i have bought this year"),
-)
-PRODUCT_CLOSERS = (
-    ("highly recommended", "i would buy it again", "i am very happy with it", "five stars"),
-    ("avoid it", "i regret buying it", "i am very disappointed", "one star"),
-)
 
 DOMAINS: dict[str, tuple[Domain, ...]] = {
     "restaurant": tuple(
@@ -262,9 +263,8 @@ def _description(rng: random.Random, domain: Domain, part: Part, polarity: int) 
 def _event(rng: random.Random, domain: Domain, polarity: int) -> str:
     """What follows a lead ("i bought this blender and ..."): a stock clause, or "it is <adj>"."""
     if rng.random() < 0.3:
-        subject = domain.subjects[0]
-        it = "it " + _copula(Part("it", subject.kind), domain.tense)
-        return f"{it} {_adjective_phrase(rng, subject.kind, polarity)}"
+        copula = "was" if domain.tense == "past" else "is"
+        return f"it {copula} {_adjective_phrase(rng, domain.subjects[0].kind, polarity)}"
     return rng.choice(domain.events[0 if polarity == POS else 1])
 
 

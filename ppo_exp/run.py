@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 
 import hydra
 from omegaconf import DictConfig
 
 from ppo_exp.config import ConfigError, PPOConfig, to_config
+from ppo_exp.study import register_studies
 
 log = logging.getLogger("ppo_exp")
+register_studies()  # studies/*.yaml become the `study` config group
 
 
 def load(cfg: DictConfig) -> PPOConfig:
@@ -32,11 +35,18 @@ def train_and_track(cfg: DictConfig) -> dict[str, float]:
     ppo_cfg = load(cfg)
     # Imported here so a bad config fails fast, before torch and transformers load.
     from ppo_exp import tracking
+    from ppo_exp.study import context
     from ppo_exp.trainer import train
 
-    with tracking.start_run(ppo_cfg, cfg) as tracker:
-        metrics = train(ppo_cfg, [tracker])
-    return metrics
+    trial = context.active()  # set when an Optuna study launched this job
+    name = f"trial {trial.trial.number} seed {ppo_cfg.seed}" if trial else None
+    with tracking.start_run(ppo_cfg, cfg, name=name) as tracker:
+        started = time.perf_counter()
+        try:
+            return train(ppo_cfg, [tracker, *([context.reporter()] if trial else [])])
+        finally:
+            if trial:
+                trial.train_seconds += time.perf_counter() - started
 
 
 def objective_of(metrics: dict[str, float], name: str) -> float:

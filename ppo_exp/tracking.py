@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import mlflow
+import optuna
 import pandas as pd
 from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
@@ -80,7 +81,7 @@ def run_name(overrides: list[str]) -> str:
 
 @contextlib.contextmanager
 def start_run(
-    cfg: PPOConfig, resolved: DictConfig, *, tags: dict[str, str] | None = None
+    cfg: PPOConfig, resolved: DictConfig, *, name: str | None = None
 ) -> Iterator[MlflowTracker]:
     """Open the job's MLflow run with its params, tags and config, and close it.
 
@@ -96,8 +97,7 @@ def start_run(
         all_tags["ppo_exp.output_dir"] = HydraConfig.get().runtime.output_dir
     if parent := os.environ.get(PARENT_RUN_ENV):
         all_tags["mlflow.parentRunId"] = parent
-    all_tags.update(tags or {})
-    with mlflow.start_run(run_name=run_name(overrides), tags=all_tags) as run:
+    with mlflow.start_run(run_name=name or run_name(overrides), tags=all_tags) as run:
         mlflow.log_params(hyperparameters(cfg))
         mlflow.log_dict(OmegaConf.to_container(resolved, resolve=True), "config.yaml")
         log.info(
@@ -108,6 +108,10 @@ def start_run(
         )
         try:
             yield MlflowTracker()
+        except optuna.TrialPruned as pruned:
+            mlflow.set_tags({"ppo_exp.trial_state": "PRUNED", "ppo_exp.pruned": str(pruned)})
+            mlflow.end_run(status="KILLED")
+            raise
         except BaseException as error:
             mlflow.set_tag("ppo_exp.error", f"{type(error).__name__}: {error}"[:5000])
             mlflow.log_text(traceback.format_exc(), "error.txt")
@@ -127,6 +131,8 @@ class SweepParentRun(Callback):
         self.failures = 0
 
     def on_multirun_start(self, config: DictConfig, **kwargs: object) -> None:
+        if "OptunaStudySweeper" in str(config.hydra.sweeper.get("_target_", "")):
+            return  # a study keeps its own parent run, shared by all its workers
         experiment_id = configure(config.mlflow)
         sweep_dir = config.hydra.sweep.dir
         tags = {"ppo_exp.kind": "sweep", "ppo_exp.sweep_dir": str(sweep_dir)}

@@ -1,0 +1,30 @@
+"""Optuna studies over the run config, launched as `python -m ppo_exp.run -m study=NAME`.
+
+Each `studies/NAME.yaml` (in this repository, or in `./studies` where you run) is an
+option of the Hydra config group `study`: a `@package _global_` overlay that picks the
+study sweeper, its search space and objective, and the run settings its trials share.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import OmegaConf
+
+REPO_STUDIES = Path(__file__).parents[2] / "studies"
+
+
+def register_studies() -> list[str]:
+    """Register every studies/*.yaml as `study=NAME`; ./studies wins over the repo's."""
+    import ppo_exp.study.sweeper  # noqa: F401  registers hydra/sweeper=optuna_study
+
+    store = ConfigStore.instance()
+    names = []
+    for folder in (REPO_STUDIES, Path.cwd() / "studies"):
+        for path in sorted(folder.glob("*.yaml")):
+            store.store(
+                group="study", name=path.stem, node=OmegaConf.load(path), package="_global_"
+            )
+            names.append(path.stem)
+    return names

@@ -83,7 +83,7 @@ class PPOConfig:
     num_minibatches: int = 4  # minibatches per pass; must divide batch_size
 
     # --- training loop (train/): sizes and budget
-    iterations: int = 40  # PPO iterations (rollout + update) in the run
+    iterations: int = 30  # PPO iterations (rollout + update) in the run
     batch_size: int = 64  # responses sampled per iteration
     max_new_tokens: int = 24  # response length cap, tokens
     temperature: float = 0.7  # sampling temperature; log-probs are divided by it too

@@ -240,7 +240,7 @@ class PPOTrainer:
 
     # -- evaluation ---------------------------------------------------------------------
 
-    def evaluate(self) -> tuple[dict[str, float], Rollout]:
+    def evaluate(self) -> dict[str, float]:
         """Held-out prompts, sampled with a fixed seed so evals are comparable over time."""
         with torch.random.fork_rng():
             torch.manual_seed(self.cfg.seed + 1_000_003)
@@ -253,7 +253,7 @@ class PPOTrainer:
             "eval/response_length": float(r.mask.sum(1).mean()),
         }
         metrics["eval/score"] = metrics["eval/reward_mean"] - self.cfg.kl_coef * metrics["eval/kl"]
-        return metrics, r
+        return metrics
 
     def samples_table(self, prompts: list[str], r: Rollout) -> pd.DataFrame:
         n = min(SAMPLES_LOGGED, len(prompts))
@@ -273,7 +273,7 @@ class PPOTrainer:
             for tracker in trackers:
                 tracker.log_metrics(metrics, step)
 
-        eval_metrics, eval_rollout = self.evaluate()  # step 0: the base model
+        eval_metrics = self.evaluate()  # step 0: the base model
         emit(eval_metrics, 0)
         eval_scores: list[float] = []  # held-out score at each eval after step 0
         bar = tqdm(range(1, cfg.iterations + 1), desc="PPO", unit="it", dynamic_ncols=True)
@@ -312,7 +312,7 @@ class PPOTrainer:
             }
             self.update_kl_coef(kl_per_response)
             if it == cfg.iterations or (cfg.eval_every and it % cfg.eval_every == 0):
-                eval_metrics, eval_rollout = self.evaluate()
+                eval_metrics = self.evaluate()
                 eval_scores.append(eval_metrics["eval/score"])
                 # Area under the held-out learning curve: credits reaching a good score
                 # early, so settings still differ when every run ends up saturated.
@@ -321,7 +321,7 @@ class PPOTrainer:
             emit(metrics, it)
             if cfg.sample_every and (it % cfg.sample_every == 0 or it == cfg.iterations):
                 for tracker in trackers:
-                    tracker.log_samples(self.samples_table(self.eval_prompts, eval_rollout), it)
+                    tracker.log_samples(self.samples_table(prompts, r), it)
             bar.set_postfix(
                 reward=f"{metrics['objective/reward_mean']:.3f}",
                 kl=f"{kl_per_response:.2f}",

@@ -1,0 +1,533 @@
+"""Optuna studies through the real command: `python -m ppo_exp.run -m study=NAME`.
+
+Every launch runs in a temporary directory (optuna.db, mlflow.db and multirun/ land there)
+with tiny trials, and the tests read back what a user would: the Optuna storage and the
+MLflow store. Launches are the expensive part, so one study often serves several checks.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pytest
+from mlflow.entities import Run
+from mlflow.tracking import MlflowClient
+from optuna.trial import FrozenTrial, TrialState
+
+from ppo_exp.config import ConfigError
+from ppo_exp.study.space import search_space
+
+PARAMS = {"gamma", "lam", "clip_eps", "ppo_epochs", "lr"}  # studies/core.yaml
+# Tiny trials: a few seconds each. ppo_epochs is searched, so its range is narrowed
+# rather than fixed (a fixed value would be overridden by the trial's own).
+TINY = [
+    "train=smoke",
+    "iterations=2",
+    "batch_size=8",
+    "num_minibatches=2",
+    "eval_prompts=8",
+    "max_new_tokens=8",
+    "sample_every=0",
+    "hydra.sweeper.params.ppo_epochs={type:int,low:1,high:2}",
+]
+HEARTBEAT = ["hydra.sweeper.heartbeat_interval=1", "hydra.sweeper.grace_period=3"]
+PG_URL = os.environ.get("PPO_EXP_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+# -- a working directory with its own stores, and the real command -----------------------
+
+
+@dataclass
+class Workdir:
+    path: Path
+    env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def mlflow_uri(self) -> str:
+        return self.env["MLFLOW_TRACKING_URI"]
+
+    @property
+    def optuna_url(self) -> str:
+        return f"sqlite:///{self.path / 'optuna.db'}"
+
+    def command(self, *args: str, study: str = "core") -> list[str]:
+        return [sys.executable, "-m", "ppo_exp.run", "-m", f"study={study}", *TINY, *args]
+
+    def run(self, *args: str, study: str = "core") -> subprocess.CompletedProcess:
+        """One launch of a study, to its end."""
+        return self._run(self.command(*args, study=study))
+
+    def start(self, *args: str, name: str, study: str = "core") -> subprocess.Popen:
+        """One launch in the background; its output goes to `name`.out / `name`.err."""
+        with (
+            open(self.path / f"{name}.out", "w") as out,
+            open(self.path / f"{name}.err", "w") as err,
+        ):
+            return subprocess.Popen(
+                self.command(*args, study=study),
+                cwd=self.path,
+                env=self.env,
+                stdout=out,
+                stderr=err,
+            )
+
+    def report(self, *args: str) -> subprocess.CompletedProcess:
+        return self._run([sys.executable, "-m", "ppo_exp.study", "report", *args])
+
+    def _run(self, argv: list[str]) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            argv, cwd=self.path, env=self.env, capture_output=True, text=True, timeout=600
+        )
+
+    def stderr(self, name: str) -> str:
+        return (self.path / f"{name}.err").read_text()[-3000:]
+
+    def trials(self, study_name: str = "core", storage: str | None = None) -> list[FrozenTrial]:
+        study = optuna.load_study(study_name=study_name, storage=storage or self.optuna_url)
+        return study.get_trials()
+
+    def client(self) -> MlflowClient:
+        return MlflowClient(tracking_uri=self.mlflow_uri)
+
+    def runs(self, kind: str | None = None) -> list[Run]:
+        """MLflow runs of the experiment, optionally only one `ppo_exp.kind`."""
+        client = self.client()
+        experiment = client.get_experiment_by_name("ppo_exp")
+        if experiment is None:
+            return []
+        found = client.search_runs([experiment.experiment_id], max_results=1000)
+        return [r for r in found if kind is None or r.data.tags.get("ppo_exp.kind") == kind]
+
+    def sweep_dir(self, study_name: str = "core") -> Path:
+        return self.path / "multirun" / f"study_{study_name}"
+
+    def job_dirs(self, study_name: str = "core") -> list[int]:
+        return sorted(int(p.name) for p in self.sweep_dir(study_name).iterdir() if p.is_dir())
+
+
+def workdir(path: Path, mlflow_template: Path | None) -> Workdir:
+    """A Workdir in `path`; the MLflow store starts as a copy of the initialised template."""
+    path.mkdir(parents=True, exist_ok=True)
+    if mlflow_template is not None:
+        shutil.copy(mlflow_template, path / "mlflow.db")
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": f"sqlite:///{path / 'mlflow.db'}",
+        "TQDM_DISABLE": "1",  # no progress bars in the captured output
+    }
+    return Workdir(path, env)
+
+
+@pytest.fixture(scope="session")
+def mlflow_template(tmp_path_factory) -> Path:
+    """An empty, migrated MLflow sqlite store: copying it saves every launch the migration."""
+    path = tmp_path_factory.mktemp("mlflow_template") / "mlflow.db"
+    MlflowClient(tracking_uri=f"sqlite:///{path}").search_experiments()
+    return path
+
+
+@pytest.fixture
+def wd(tmp_path, mlflow_template, base_model_path) -> Workdir:
+    return workdir(tmp_path, mlflow_template)
+
+
+def by_number(trials: list[FrozenTrial]) -> dict[int, FrozenTrial]:
+    return {t.number: t for t in trials}
+
+
+def states(trials: list[FrozenTrial]) -> list[str]:
+    return [t.state.name for t in sorted(trials, key=lambda t: t.number)]
+
+
+def trial_runs_by_number(wd: Workdir) -> dict[int, Run]:
+    runs = wd.runs("trial")
+    numbers = [int(r.data.tags["ppo_exp.trial_number"]) for r in runs]
+    assert len(numbers) == len(set(numbers)), f"duplicate trial runs: {sorted(numbers)}"
+    return dict(zip(numbers, runs, strict=True))
+
+
+def children(runs: list[Run], parent: Run) -> list[Run]:
+    return [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+
+
+def files_with_mtimes(folder: Path) -> dict[str, tuple[int, bytes]]:
+    return {
+        str(p.relative_to(folder)): (p.stat().st_mtime_ns, p.read_bytes())
+        for p in folder.rglob("*")
+        if p.is_file()
+    }
+
+
+# -- search spaces (fast) -------------------------------------------------------------------
+
+
+def test_search_space_rejects_bad_entries_naming_the_key():
+    space = search_space({"lr": {"type": "float", "low": 1e-5, "high": 1e-3, "log": True}})
+    assert space["lr"] == optuna.distributions.FloatDistribution(1e-5, 1e-3, log=True)
+    bad = {
+        "model": {"model": {"type": "float", "low": 0, "high": 1}},  # not searchable
+        "seed": {"seed": {"type": "int", "low": 0, "high": 3}},  # seeds are hydra.sweeper.seeds
+        "lr": {"lr": {"type": "normal", "low": 0, "high": 1}},  # no such type
+        "gamma": {"gamma": {"type": "float", "low": 1.0, "high": 0.9}},  # empty range
+        "clip_eps": {"clip_eps": {"type": "float", "high": 0.3}},  # no low
+    }
+    for key, params in bad.items():
+        with pytest.raises(ConfigError, match=rf"hydra\.sweeper\.params\.{key}\b"):
+            search_space(params)
+    with pytest.raises(ConfigError, match=r"hydra\.sweeper\.params="):
+        search_space({})
+
+
+# -- one core study, launched three times: end to end, resume, report ---------------------
+
+
+@dataclass
+class CoreStudy:
+    wd: Workdir
+    launches: list[subprocess.CompletedProcess]
+    trials_after: list[int]  # number of trials after each launch
+    dirs_after: list[list[int]]  # job dirs after each launch
+    first_files: dict[str, tuple[int, bytes]]  # job dir files after the first launch
+    files_after: list[dict[str, tuple[int, bytes]]]  # after the second and third
+
+
+@pytest.fixture(scope="module")
+def core(tmp_path_factory, mlflow_template, base_model_path) -> CoreStudy:
+    """studies/core.yaml with 2 seeds: 2 trials, resumed to 3, then relaunched at 3."""
+    wd = workdir(tmp_path_factory.mktemp("core"), mlflow_template)
+    seeds = "hydra.sweeper.seeds=[0,1]"
+    study = CoreStudy(wd, [], [], [], {}, [])
+    for n_trials in (2, 3, 3):
+        result = wd.run(seeds, f"hydra.sweeper.n_trials={n_trials}")
+        assert result.returncode == 0, result.stderr[-3000:]
+        study.launches.append(result)
+        study.trials_after.append(len(wd.trials()))
+        study.dirs_after.append(wd.job_dirs())
+        files = files_with_mtimes(wd.sweep_dir())
+        if study.first_files:
+            study.files_after.append(files)
+        else:
+            study.first_files = files
+    return study
+
+
+@pytest.mark.slow
+def test_study_end_to_end_in_optuna_and_mlflow(core):
+    wd = core.wd
+    trials = wd.trials()
+    assert states(trials) == ["COMPLETE"] * 3
+    for trial in trials:
+        assert set(trial.params) == PARAMS
+        assert trial.user_attrs["seeds"] == [0, 1]
+
+    all_runs = wd.runs()
+    (parent,) = [r for r in all_runs if r.data.tags.get("ppo_exp.kind") == "study"]
+    assert parent.info.status == "FINISHED"
+    assert parent.data.tags["ppo_exp.study"] == "core"
+    metrics = parent.data.metrics
+    for param in PARAMS:
+        assert math.isfinite(metrics[f"importance.{param}"]), param
+        assert math.isfinite(metrics[f"importance_fanova.{param}"]), param
+    best = max(trials, key=lambda t: t.value)
+    assert metrics["best_value"] == pytest.approx(best.value)
+    assert parent.data.tags["best_trial"] == str(best.number)
+    values = [t.value for t in trials]
+    assert metrics["objective.min"] == pytest.approx(min(values))
+    assert metrics["objective.max"] == pytest.approx(max(values))
+    assert metrics["objective.std"] == pytest.approx(float(np.std(values)))
+    assert metrics["trials.complete"] == 3
+    client = wd.client()
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id, "study")}
+    for name in (
+        "importance.png",
+        "history.html",
+        "parallel_coordinate.html",
+        "slice.html",
+        "contour.html",
+        "trials.csv",
+        "config.yaml",
+    ):
+        assert f"study/{name}" in artifacts, sorted(artifacts)
+
+    trial_runs = trial_runs_by_number(wd)
+    assert sorted(trial_runs) == [0, 1, 2]
+    assert {r.info.run_id for r in children(all_runs, parent)} == {
+        r.info.run_id for r in trial_runs.values()
+    }
+    for number, run in trial_runs.items():
+        trial = by_number(trials)[number]
+        assert trial.user_attrs["mlflow_run_id"] == run.info.run_id
+        assert run.info.status == "FINISHED"
+        assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        assert run.data.tags["ppo_exp.trial_state"] == "COMPLETE"
+        assert set(run.data.params) == PARAMS
+        for key, value in trial.params.items():
+            assert run.data.params[key] == str(value)
+            assert float(run.data.params[key]) == value
+        assert run.data.metrics["eval/score_auc"] == pytest.approx(trial.value, rel=1e-12)
+
+        seed_runs = children(all_runs, run)
+        assert sorted(r.data.params["seed"] for r in seed_runs) == ["0", "1"]
+        finals = {}
+        for seed_run in seed_runs:
+            assert seed_run.data.tags["ppo_exp.kind"] == "run"
+            assert seed_run.info.status == "FINISHED"
+            for key, value in trial.params.items():  # the trial's values reached the job
+                assert float(seed_run.data.params[key]) == value, key
+            finals[seed_run.data.params["seed"]] = seed_run.data.metrics["eval/score_auc"]
+        assert trial.value == pytest.approx((finals["0"] + finals["1"]) / 2, rel=1e-12)
+        for seed in ("0", "1"):
+            assert run.data.metrics[f"eval/score_auc.seed_{seed}"] == pytest.approx(finals[seed])
+    assert len(wd.runs("run")) == 6
+
+
+@pytest.mark.slow
+def test_relaunch_resumes_the_study_without_reusing_job_dirs(core):
+    assert core.trials_after == [2, 3, 3]  # n_trials is the study's total
+    assert core.dirs_after == [[0, 1, 2, 3], list(range(6)), list(range(6))]
+    # The first launch's job dirs are untouched by the next ones.
+    for later in core.files_after:
+        assert {k: later[k] for k in core.first_files} == core.first_files
+    assert "0/.hydra/config.yaml" in core.first_files
+    # Job dir = trial * n_seeds + seed index, holding that trial's values.
+    trials = by_number(core.wd.trials())
+    for job in range(6):
+        overrides = (core.wd.sweep_dir() / str(job) / ".hydra" / "overrides.yaml").read_text()
+        assert f"- seed={job % 2}\n" in overrides
+        assert f"- lr={trials[job // 2].params['lr']!r}\n" in overrides
+    # The third launch found the study complete: no new trial or MLflow run.
+    assert "3/3 trials so far" in core.launches[2].stderr + core.launches[2].stdout
+    assert len(core.wd.runs("study")) == 1
+    assert len(core.wd.runs("trial")) == 3
+
+
+@pytest.mark.slow
+def test_report_command_relogs_importances_and_names_unknown_studies(core):
+    wd = core.wd
+    (parent,) = wd.runs("study")
+    client = wd.client()
+    before = len(client.get_metric_history(parent.info.run_id, "importance.lr"))
+    result = wd.report("core")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert parent.info.run_id in result.stdout
+    after = client.get_metric_history(parent.info.run_id, "importance.lr")
+    assert len(after) == before + 1
+    assert after[-1].value == pytest.approx(parent.data.metrics["importance.lr"])
+    assert client.get_run(parent.info.run_id).info.status == "FINISHED"
+
+    result = wd.report("no_such_study")
+    assert result.returncode == 2
+    assert "no_such_study" in result.stderr
+    assert "core" in result.stderr  # the studies that do exist
+    assert "Traceback" not in result.stderr
+
+
+# -- pruning, workers, dead workers, failures --------------------------------------------
+
+
+@pytest.mark.slow
+def test_pruner_stops_trials_at_their_first_report(wd):
+    result = wd.run(
+        "iterations=3",
+        "eval_every=1",
+        "hydra.sweeper.n_trials=2",
+        "hydra.sweeper.pruner={name:threshold,lower:1e9}",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    trials = wd.trials()
+    assert states(trials) == ["PRUNED", "PRUNED"]
+    assert all(t.intermediate_values for t in trials)
+    client = wd.client()
+    all_runs = wd.runs()
+    for run in trial_runs_by_number(wd).values():
+        assert run.data.tags["ppo_exp.trial_state"] == "PRUNED"
+        assert run.info.status == "KILLED"
+        assert "pruned at iteration 1" in run.data.tags["ppo_exp.pruned"]
+        (seed_run,) = children(all_runs, run)
+        assert seed_run.info.status == "KILLED"
+        steps = [m.step for m in client.get_metric_history(seed_run.info.run_id, "eval/score")]
+        assert steps == [0, 1]  # the eval at iteration 1 pruned it: fewer than 3 iterations
+        history = client.get_metric_history(seed_run.info.run_id, "objective/reward_mean")
+        assert len(history) < 3
+
+
+def postgres_url() -> str:
+    """PG_URL with a driver SQLAlchemy can import (2.1 defaults to psycopg 3)."""
+    url = PG_URL
+    if url.startswith("postgresql://"):
+        try:
+            import psycopg  # noqa: F401
+        except ImportError:
+            url = "postgresql+psycopg2://" + url.removeprefix("postgresql://")
+    try:
+        import sqlalchemy
+
+        engine = sqlalchemy.create_engine(url, connect_args={"connect_timeout": 3})
+        with engine.connect() as conn:
+            conn.execute(sqlalchemy.text("SELECT 1"))
+        engine.dispose()
+    except Exception as error:  # no server, no driver: nothing to test against
+        pytest.skip(f"PostgreSQL unreachable at {url}: {type(error).__name__}: {error}")
+    return url
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_two_workers_share_one_study(wd, backend):
+    name, storage = "core", None
+    args = ["hydra.sweeper.n_trials=4"]
+    if backend == "postgresql":
+        storage = postgres_url()
+        name = f"test_workers_{uuid.uuid4().hex[:10]}"
+        args += [f"hydra.sweeper.storage={storage}", f"hydra.sweeper.study_name={name}"]
+    workers = [wd.start(*args, name=f"worker{i}") for i in range(2)]
+    try:
+        codes = [w.wait(timeout=600) for w in workers]
+        for i, code in enumerate(codes):
+            assert code == 0, wd.stderr(f"worker{i}")
+        trials = wd.trials(name, storage)
+        assert sorted(t.number for t in trials) == [0, 1, 2, 3]
+        assert states(trials) == ["COMPLETE"] * 4
+        assert len(wd.runs("study")) == 1
+        trial_runs = trial_runs_by_number(wd)
+        assert sorted(trial_runs) == [0, 1, 2, 3]
+        assert {t.user_attrs["mlflow_run_id"] for t in trials} == {
+            r.info.run_id for r in trial_runs.values()
+        }
+        seed_runs = wd.runs("run")
+        assert len(seed_runs) == 4
+        assert len({r.data.tags["ppo_exp.output_dir"] for r in seed_runs}) == 4
+        assert wd.job_dirs(name) == [0, 1, 2, 3]
+    finally:
+        for worker in workers:
+            if worker.poll() is None:
+                worker.kill()
+        if storage:
+            optuna.delete_study(study_name=name, storage=storage)
+
+
+@pytest.mark.slow
+def test_a_killed_worker_trial_is_failed_by_the_next_worker(wd):
+    args = ["hydra.sweeper.n_trials=2", *HEARTBEAT]
+    worker = wd.start(*args, "iterations=30", name="killed")
+    try:
+        deadline = time.monotonic() + 300
+        while not wd.runs("run"):  # wait until its first trial's training has begun
+            assert worker.poll() is None, wd.stderr("killed")
+            assert time.monotonic() < deadline, "no trial started"
+            time.sleep(0.5)
+        os.kill(worker.pid, signal.SIGKILL)
+        assert worker.wait(timeout=60) == -signal.SIGKILL
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+    (trial,) = wd.trials()
+    assert trial.state == TrialState.RUNNING  # nobody noticed yet
+    trial_run_id = trial.user_attrs["mlflow_run_id"]
+    (seed_run,) = wd.runs("run")
+    assert seed_run.data.tags["mlflow.parentRunId"] == trial_run_id
+
+    result = wd.run(*args)
+    assert result.returncode == 0, result.stderr[-3000:]
+    trials = wd.trials()
+    assert states(trials) == ["FAIL", "COMPLETE"]
+    assert not [t for t in trials if t.state == TrialState.RUNNING]
+    trial_runs = trial_runs_by_number(wd)
+    dead = trial_runs[0]
+    assert dead.info.run_id == trial_run_id
+    assert dead.info.status == "FAILED"
+    assert dead.data.tags["ppo_exp.trial_state"] == "FAIL"
+    assert "heartbeat" in dead.data.tags["ppo_exp.error"]
+    (dead_seed_run,) = children(wd.runs(), dead)
+    assert dead_seed_run.info.run_id == seed_run.info.run_id
+    assert dead_seed_run.info.status == "FAILED"
+    assert trial_runs[1].info.status == "FINISHED"
+    (parent,) = wd.runs("study")
+    assert parent.info.status == "FINISHED"
+
+
+FLAKY = '''"""A reward server whose first request fails."""
+calls = 0
+
+
+def score(texts):
+    global calls
+    calls += 1
+    if calls == 1:
+        raise RuntimeError("reward server warming up")
+    return [len(t) / 10 for t in texts]
+'''
+
+
+@pytest.mark.slow
+def test_a_raising_trial_fails_alone_and_the_study_goes_on(wd):
+    (wd.path / "flaky.py").write_text(FLAKY)
+    result = wd.run("reward=function", "reward.function=flaky:score", "hydra.sweeper.n_trials=2")
+    assert result.returncode == 0, result.stderr[-3000:]
+    trials = wd.trials()
+    assert states(trials) == ["FAIL", "COMPLETE"]
+    reason = by_number(trials)[0].user_attrs["fail_reason"]
+    assert "RuntimeError: reward server warming up" in reason
+    trial_runs = trial_runs_by_number(wd)
+    assert trial_runs[0].info.status == "FAILED"
+    assert "reward server warming up" in trial_runs[0].data.tags["ppo_exp.error"]
+    assert trial_runs[1].info.status == "FINISHED"
+
+
+@pytest.mark.slow
+def test_nan_objectives_fail_trials_until_the_failure_budget_is_spent(wd):
+    nan = ["hydra.sweeper.objectives={eval/reward_std:maximize}", "eval_prompts=1"]
+    # Under the budget (default 5), the study goes through all its trials.
+    result = wd.run(*nan, "hydra.sweeper.study_name=nan", "hydra.sweeper.n_trials=2")
+    assert result.returncode == 0, result.stderr[-3000:]
+    trials = wd.trials("nan")
+    assert states(trials) == ["FAIL", "FAIL"]
+    for trial in trials:
+        assert "not finite" in trial.user_attrs["fail_reason"]
+        assert "eval/reward_std" in trial.user_attrs["fail_reason"]
+
+    # With max_failures=2 the launch stops after the second failure, out of 4 trials.
+    result = wd.run(
+        *nan,
+        "hydra.sweeper.study_name=nan_budget",
+        "hydra.sweeper.n_trials=4",
+        "hydra.sweeper.max_failures=2",
+    )
+    assert result.returncode != 0
+    assert "hydra.sweeper.max_failures=2" in result.stderr
+    assert states(wd.trials("nan_budget")) == ["FAIL", "FAIL"]
+
+
+@pytest.mark.slow
+def test_two_objective_study_logs_a_pareto_front(wd):
+    result = wd.run(
+        "hydra.sweeper.n_trials=2",
+        "hydra.sweeper.seeds=[0]",
+        "hydra.sweeper.sampler={name:nsga2,seed:0,population_size:2}",
+        study="tradeoff",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    trials = wd.trials("tradeoff")
+    assert states(trials) == ["COMPLETE", "COMPLETE"]
+    assert all(len(t.values) == 2 for t in trials)
+    (parent,) = wd.runs("study")
+    assert parent.info.status == "FINISHED"
+    artifacts = {a.path for a in wd.client().list_artifacts(parent.info.run_id, "study")}
+    assert "study/pareto_front.html" in artifacts, sorted(artifacts)
+    for run in trial_runs_by_number(wd).values():
+        trial = by_number(trials)[int(run.data.tags["ppo_exp.trial_number"])]
+        assert run.data.metrics["eval/reward_mean"] == pytest.approx(trial.values[0])
+        assert run.data.metrics["eval/kl"] == pytest.approx(trial.values[1])

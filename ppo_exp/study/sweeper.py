@@ -10,6 +10,7 @@ resumes it, with `n_trials` as the total.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import math
 import os
@@ -87,13 +88,21 @@ def _plain(node: Any) -> Any:
 
 
 def _build(table: dict[str, type], spec: dict[str, Any], key: str) -> Any:
+    """A sampler or pruner from `{name: ..., **arguments}`."""
     spec = dict(_plain(spec))
     name = spec.pop("name", None)
     if name not in table:
         raise ConfigError(f"hydra.sweeper.{key}.name", name, " | ".join(table))
+    cls = table[name]
+    # Hydra merges a command-line `pruner={name:none}` into the study file's pruner, so
+    # arguments meant for the file's pruner can remain: keep only what `cls` accepts.
+    accepted = inspect.signature(cls).parameters
+    if dropped := sorted(set(spec) - set(accepted)):
+        log.warning("hydra.sweeper.%s: %s takes no %s; ignored", key, cls.__name__, dropped)
+        spec = {k: v for k, v in spec.items() if k in accepted}
     if name == "patient":  # PatientPruner wraps another pruner
         spec["wrapped_pruner"] = _build(PRUNERS, spec.pop("wrapped_pruner"), key)
-    return table[name](**spec)
+    return cls(**spec)
 
 
 class StudySweeper(Sweeper):

@@ -75,6 +75,8 @@ class StudySweeperConf:
     sampler: dict[str, Any] = field(default_factory=lambda: {"name": "tpe", "seed": 0})
     pruner: dict[str, Any] = field(default_factory=lambda: {"name": "median"})
     params: dict[str, Any] = field(default_factory=dict)  # key -> {type, low, high, log...}
+    enqueue: list[dict[str, Any]] = field(default_factory=list)  # trials to run first, e.g.
+    # the default values as a baseline: the study then shows whether anything beats them
     max_failures: int = 5  # stop launching trials once this many have FAILed
     heartbeat_interval: int = 10  # seconds between a running trial's heartbeats
     grace_period: int = 60  # a RUNNING trial silent this long is failed (its worker died)
@@ -144,6 +146,9 @@ class StudySweeper(Sweeper):
         )
         with budget_lock(s.storage, s.study_name):
             self.parent_run_id = runs.study_parent_run(study, self.config, s)
+            if not study.get_trials(deepcopy=False):  # a new study: queue its baselines
+                for params in s.enqueue:
+                    study.enqueue_trial(params)
         log.info(
             "study %s: %d/%d trials so far, storage %s",
             s.study_name,
@@ -156,7 +161,9 @@ class StudySweeper(Sweeper):
             started = time.perf_counter()
             with budget_lock(s.storage, s.study_name):
                 fail_stale_trials(study, self.storage)
-                if len(study.get_trials(deepcopy=False)) >= s.n_trials:
+                trials = study.get_trials(deepcopy=False)
+                waiting = any(t.state == TrialState.WAITING for t in trials)
+                if len(trials) >= s.n_trials and not waiting:
                     break
                 trial = study.ask(space)
             self._run_trial(study, trial, arguments, started)

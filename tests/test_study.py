@@ -7,6 +7,7 @@ MLflow store. Launches are the expensive part, so one study often serves several
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import shutil
@@ -21,11 +22,14 @@ from pathlib import Path
 import numpy as np
 import optuna
 import pytest
+import sqlalchemy
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
+from omegaconf import OmegaConf
 from optuna.trial import FrozenTrial, TrialState
 
 from ppo_exp.config import ConfigError
+from ppo_exp.study import REPO_STUDIES
 from ppo_exp.study.space import search_space
 
 PARAMS = {"gamma", "lam", "clip_eps", "ppo_epochs", "lr"}  # studies/core.yaml
@@ -40,6 +44,7 @@ TINY = [
     "max_new_tokens=8",
     "sample_every=0",
     "hydra.sweeper.params.ppo_epochs={type:int,low:1,high:2}",
+    "hydra.sweeper.seeds=[0]",  # one training run per trial unless a test asks for more
 ]
 HEARTBEAT = ["hydra.sweeper.heartbeat_interval=1", "hydra.sweeper.grace_period=3"]
 PG_URL = os.environ.get("PPO_EXP_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
@@ -92,8 +97,8 @@ class Workdir:
             argv, cwd=self.path, env=self.env, capture_output=True, text=True, timeout=600
         )
 
-    def stderr(self, name: str) -> str:
-        return (self.path / f"{name}.err").read_text()[-3000:]
+    def stderr(self, name: str, tail: int = 3000) -> str:
+        return (self.path / f"{name}.err").read_text()[-tail:]
 
     def trials(self, study_name: str = "core", storage: str | None = None) -> list[FrozenTrial]:
         study = optuna.load_study(study_name=study_name, storage=storage or self.optuna_url)
@@ -127,6 +132,9 @@ def workdir(path: Path, mlflow_template: Path | None) -> Workdir:
         **os.environ,
         "MLFLOW_TRACKING_URI": f"sqlite:///{path / 'mlflow.db'}",
         "TQDM_DISABLE": "1",  # no progress bars in the captured output
+        # One thread per worker: tiny models gain nothing from more, and OpenMP threads
+        # spinning against other processes on a shared 2-core machine cost 10x in time.
+        "OMP_NUM_THREADS": "1",
     }
     return Workdir(path, env)
 
@@ -142,6 +150,21 @@ def mlflow_template(tmp_path_factory) -> Path:
 @pytest.fixture
 def wd(tmp_path, mlflow_template, base_model_path) -> Workdir:
     return workdir(tmp_path, mlflow_template)
+
+
+def write_study(wd: Workdir, name: str, base: str = "core", **sweeper: object) -> None:
+    """./studies/NAME.yaml: studies/BASE.yaml with some `hydra.sweeper` settings replaced.
+
+    A dict setting (pruner, objectives) cannot be replaced from the command line (Hydra
+    merges `hydra.sweeper.pruner={...}` into the study's dict), so tests derive a study.
+    """
+    cfg = OmegaConf.load(REPO_STUDIES / f"{base}.yaml")
+    cfg.hydra.sweeper.study_name = name
+    cfg.hydra.sweeper.enqueue = []
+    for key, value in sweeper.items():
+        cfg.hydra.sweeper[key] = value
+    (wd.path / "studies").mkdir(exist_ok=True)
+    OmegaConf.save(cfg, wd.path / "studies" / f"{name}.yaml")
 
 
 def by_number(trials: list[FrozenTrial]) -> dict[int, FrozenTrial]:
@@ -229,6 +252,8 @@ def test_study_end_to_end_in_optuna_and_mlflow(core):
     wd = core.wd
     trials = wd.trials()
     assert states(trials) == ["COMPLETE"] * 3
+    baseline = OmegaConf.load(REPO_STUDIES / "core.yaml").hydra.sweeper.enqueue[0]
+    assert by_number(trials)[0].params == dict(baseline)  # the defaults run first
     for trial in trials:
         assert set(trial.params) == PARAMS
         assert trial.user_attrs["seeds"] == [0, 1]
@@ -315,6 +340,12 @@ def test_relaunch_resumes_the_study_without_reusing_job_dirs(core):
 
 
 @pytest.mark.slow
+def test_relaunch_samples_new_values(core):
+    values = [tuple(sorted(t.params.items())) for t in core.wd.trials()]
+    assert len(set(values)) == len(values), values
+
+
+@pytest.mark.slow
 def test_report_command_relogs_importances_and_names_unknown_studies(core):
     wd = core.wd
     (parent,) = wd.runs("study")
@@ -340,14 +371,10 @@ def test_report_command_relogs_importances_and_names_unknown_studies(core):
 
 @pytest.mark.slow
 def test_pruner_stops_trials_at_their_first_report(wd):
-    result = wd.run(
-        "iterations=3",
-        "eval_every=1",
-        "hydra.sweeper.n_trials=2",
-        "hydra.sweeper.pruner={name:threshold,lower:1e9}",
-    )
+    write_study(wd, "pruned", pruner={"name": "threshold", "lower": 1e9})  # prunes any report
+    result = wd.run("iterations=3", "eval_every=1", "hydra.sweeper.n_trials=2", study="pruned")
     assert result.returncode == 0, result.stderr[-3000:]
-    trials = wd.trials()
+    trials = wd.trials("pruned")
     assert states(trials) == ["PRUNED", "PRUNED"]
     assert all(t.intermediate_values for t in trials)
     client = wd.client()
@@ -365,16 +392,9 @@ def test_pruner_stops_trials_at_their_first_report(wd):
 
 
 def postgres_url() -> str:
-    """PG_URL with a driver SQLAlchemy can import (2.1 defaults to psycopg 3)."""
+    """PG_URL, if a PostgreSQL server answers there."""
     url = PG_URL
-    if url.startswith("postgresql://"):
-        try:
-            import psycopg  # noqa: F401
-        except ImportError:
-            url = "postgresql+psycopg2://" + url.removeprefix("postgresql://")
     try:
-        import sqlalchemy
-
         engine = sqlalchemy.create_engine(url, connect_args={"connect_timeout": 3})
         with engine.connect() as conn:
             conn.execute(sqlalchemy.text("SELECT 1"))
@@ -387,17 +407,18 @@ def postgres_url() -> str:
 @pytest.mark.slow
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 def test_two_workers_share_one_study(wd, backend):
-    name, storage = "core", None
-    args = ["hydra.sweeper.n_trials=4"]
+    (wd.path / "mlflow.db").unlink()  # a fresh MLflow store, initialised by the workers
+    name, storage = "core", wd.optuna_url
+    args = ["hydra.sweeper.n_trials=4", *HEARTBEAT]  # the finished worker polls each second
     if backend == "postgresql":
         storage = postgres_url()
         name = f"test_workers_{uuid.uuid4().hex[:10]}"
         args += [f"hydra.sweeper.storage={storage}", f"hydra.sweeper.study_name={name}"]
     workers = [wd.start(*args, name=f"worker{i}") for i in range(2)]
     try:
-        codes = [w.wait(timeout=600) for w in workers]
-        for i, code in enumerate(codes):
-            assert code == 0, wd.stderr(f"worker{i}")
+        for i, worker in enumerate(workers):
+            code, errors = worker.wait(timeout=600), wd.stderr(f"worker{i}", tail=100_000)
+            assert code == 0, errors[-3000:]
         trials = wd.trials(name, storage)
         assert sorted(t.number for t in trials) == [0, 1, 2, 3]
         assert states(trials) == ["COMPLETE"] * 4
@@ -409,14 +430,20 @@ def test_two_workers_share_one_study(wd, backend):
         }
         seed_runs = wd.runs("run")
         assert len(seed_runs) == 4
+        assert {r.data.tags["mlflow.parentRunId"] for r in seed_runs} == {
+            r.info.run_id for r in trial_runs.values()
+        }
         assert len({r.data.tags["ppo_exp.output_dir"] for r in seed_runs}) == 4
         assert wd.job_dirs(name) == [0, 1, 2, 3]
+        values = [tuple(sorted(t.params.items())) for t in trials]
+        assert len(set(values)) == 4, values  # each worker samples its own values
     finally:
         for worker in workers:
             if worker.poll() is None:
                 worker.kill()
-        if storage:
-            optuna.delete_study(study_name=name, storage=storage)
+        if backend == "postgresql":
+            with contextlib.suppress(KeyError):  # KeyError: no worker created the study
+                optuna.delete_study(study_name=name, storage=storage)
 
 
 @pytest.mark.slow
@@ -489,11 +516,13 @@ def test_a_raising_trial_fails_alone_and_the_study_goes_on(wd):
 
 @pytest.mark.slow
 def test_nan_objectives_fail_trials_until_the_failure_budget_is_spent(wd):
-    nan = ["hydra.sweeper.objectives={eval/reward_std:maximize}", "eval_prompts=1"]
+    # The std of one eval sample is NaN. (Not named "nan": `study=nan` would be a float.)
+    write_study(wd, "nan_std", objectives={"eval/reward_std": "maximize"})
+    nan = ["eval_prompts=1"]
     # Under the budget (default 5), the study goes through all its trials.
-    result = wd.run(*nan, "hydra.sweeper.study_name=nan", "hydra.sweeper.n_trials=2")
+    result = wd.run(*nan, "hydra.sweeper.n_trials=2", study="nan_std")
     assert result.returncode == 0, result.stderr[-3000:]
-    trials = wd.trials("nan")
+    trials = wd.trials("nan_std")
     assert states(trials) == ["FAIL", "FAIL"]
     for trial in trials:
         assert "not finite" in trial.user_attrs["fail_reason"]
@@ -505,6 +534,7 @@ def test_nan_objectives_fail_trials_until_the_failure_budget_is_spent(wd):
         "hydra.sweeper.study_name=nan_budget",
         "hydra.sweeper.n_trials=4",
         "hydra.sweeper.max_failures=2",
+        study="nan_std",
     )
     assert result.returncode != 0
     assert "hydra.sweeper.max_failures=2" in result.stderr
@@ -515,19 +545,35 @@ def test_nan_objectives_fail_trials_until_the_failure_budget_is_spent(wd):
 def test_two_objective_study_logs_a_pareto_front(wd):
     result = wd.run(
         "hydra.sweeper.n_trials=2",
-        "hydra.sweeper.seeds=[0]",
         "hydra.sweeper.sampler={name:nsga2,seed:0,population_size:2}",
         study="tradeoff",
     )
     assert result.returncode == 0, result.stderr[-3000:]
     trials = wd.trials("tradeoff")
     assert states(trials) == ["COMPLETE", "COMPLETE"]
-    assert all(len(t.values) == 2 for t in trials)
     (parent,) = wd.runs("study")
     assert parent.info.status == "FINISHED"
+    assert all(len(t.values) == 2 for t in trials)
     artifacts = {a.path for a in wd.client().list_artifacts(parent.info.run_id, "study")}
     assert "study/pareto_front.html" in artifacts, sorted(artifacts)
-    for run in trial_runs_by_number(wd).values():
-        trial = by_number(trials)[int(run.data.tags["ppo_exp.trial_number"])]
+    for number, run in trial_runs_by_number(wd).items():
+        trial = by_number(trials)[number]
         assert run.data.metrics["eval/reward_mean"] == pytest.approx(trial.values[0])
         assert run.data.metrics["eval/kl"] == pytest.approx(trial.values[1])
+
+
+def test_importances_skip_an_evaluator_that_cannot_rank_equal_trials():
+    # fANOVA raises on zero variance; the report must leave it out rather than fail.
+    study = optuna.create_study()
+    for lr in (1e-4, 2e-4, 3e-4):
+        study.add_trial(
+            optuna.trial.create_trial(
+                params={"lr": lr},
+                distributions={"lr": optuna.distributions.FloatDistribution(1e-5, 1e-3)},
+                value=0.5,
+            )
+        )
+    from ppo_exp.study.report import importances
+
+    scores = importances(study)
+    assert "fanova" not in scores

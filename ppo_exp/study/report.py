@@ -32,15 +32,26 @@ Target = Callable[[FrozenTrial], float] | None
 
 
 def importances(study: optuna.Study, target: Target = None) -> dict[str, dict[str, float]]:
-    """Parameter importances by evaluator name ("ped_anova", "fanova"), most important first."""
+    """Parameter importances by evaluator name ("ped_anova", "fanova"), most important first.
+
+    An evaluator that cannot rank the trials (e.g. fANOVA when every objective value is
+    the same) is left out with a warning: a report never fails the study it describes.
+    """
     evaluators = {
         "ped_anova": None,  # Optuna's default evaluator
         "fanova": optuna.importance.FanovaImportanceEvaluator(seed=0),
     }
-    return {
-        name: dict(optuna.importance.get_param_importances(study, evaluator=ev, target=target))
-        for name, ev in evaluators.items()
-    }
+    scores = {}
+    for name, evaluator in evaluators.items():
+        try:
+            found = optuna.importance.get_param_importances(
+                study, evaluator=evaluator, target=target
+            )
+        except (RuntimeError, ValueError) as error:
+            log.warning("importance (%s) not computed: %s", name, error)
+            continue
+        scores[name] = dict(found)
+    return scores
 
 
 def _targets(study: optuna.Study, metrics: list[str]) -> list[tuple[str, Target]]:
@@ -49,7 +60,7 @@ def _targets(study: optuna.Study, metrics: list[str]) -> list[tuple[str, Target]
     return [(f".{m}", lambda t, i=i: t.values[i]) for i, m in enumerate(metrics)]
 
 
-def finish(study: optuna.Study, run_id: str, metrics: list[str], space: dict | None = None) -> None:
+def finish(study: optuna.Study, run_id: str, metrics: list[str]) -> None:
     """Log everything above on the parent run and mark it FINISHED once no trial runs."""
     client = MlflowClient()
     trials = study.get_trials(deepcopy=False)
@@ -58,24 +69,30 @@ def finish(study: optuna.Study, run_id: str, metrics: list[str], space: dict | N
         count = sum(t.state == state for t in trials)
         client.log_metric(run_id, f"trials.{state.name.lower()}", count)
     _log_wall_split(client, run_id, trials)
-    if not complete:
-        log.warning("study %s has no complete trial yet: nothing to report", study.study_name)
-        return
-    _log_best(client, run_id, study, metrics, complete)
-    for suffix, target in _targets(study, metrics):
-        if len(complete) < 2:
-            break
-        for evaluator, scores in importances(study, target).items():
-            prefix = "importance" if evaluator == "ped_anova" else "importance_fanova"
-            for param, score in scores.items():
-                client.log_metric(run_id, f"{prefix}.{param}{suffix}", score)
-        _log_importance_png(client, run_id, importances(study, target), suffix)
-    _log_plots(client, run_id, study, metrics, len(complete))
-    table = study.trials_dataframe(multi_index=False)
-    client.log_text(run_id, table.to_csv(index=False), "study/trials.csv")
+    if complete:
+        _log_results(client, run_id, study, metrics, complete)
+    else:
+        log.warning("study %s has no complete trial: nothing to rank", study.study_name)
     if not study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         client.set_terminated(run_id, status="FINISHED")
     log.info("study %s reported to MLflow run %s", study.study_name, run_id)
+
+
+def _log_results(client: MlflowClient, run_id: str, study, metrics, complete) -> None:
+    """Best trial, importances (metrics and bars), plots and the trials table."""
+    _log_best(client, run_id, study, metrics, complete)
+    if len(complete) >= 2:
+        for suffix, target in _targets(study, metrics):
+            scores = importances(study, target)
+            for evaluator, by_param in scores.items():
+                prefix = "importance" if evaluator == "ped_anova" else "importance_fanova"
+                for param, score in by_param.items():
+                    client.log_metric(run_id, f"{prefix}.{param}{suffix}", score)
+            if scores:
+                _log_importance_png(client, run_id, scores, suffix)
+    _log_plots(client, run_id, study, metrics, len(complete))
+    table = study.trials_dataframe(multi_index=False)
+    client.log_text(run_id, table.to_csv(index=False), "study/trials.csv")
 
 
 def _log_best(client: MlflowClient, run_id: str, study, metrics, complete) -> None:

@@ -114,3 +114,11 @@ def fail_dead_trial_runs(study: optuna.Study, trial: FrozenTrial) -> None:
         client.set_tag(run.info.run_id, "ppo_exp.error", reason)
         client.set_tag(run.info.run_id, "ppo_exp.trial_state", "FAIL")
         client.set_terminated(run.info.run_id, status="FAILED")
+
+
+def end_parent_run(run_id: str, *, failed: str | None = None) -> None:
+    """End the study's parent run: FINISHED, or FAILED with the reason."""
+    client = MlflowClient()
+    if failed:
+        client.set_tag(run_id, "ppo_exp.error", failed[:5000])
+    client.set_terminated(run_id, status="FAILED" if failed else "FINISHED")

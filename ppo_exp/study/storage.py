@@ -33,11 +33,11 @@ def open_storage(
     *,
     heartbeat_interval: int,
     grace_period: int,
-    failed_trial_callback: Callable[[optuna.Study, FrozenTrial], None] | None = None,
+    stale_trial_callback: Callable[[optuna.Study, FrozenTrial], None] | None = None,
 ) -> BaseStorage:
     """The Optuna storage for `url` (None = DEFAULT_STORAGE in the working directory).
 
-    `failed_trial_callback` runs for each trial failed because its worker stopped beating.
+    `stale_trial_callback` runs for each trial failed because its worker stopped beating.
     """
     url = url or DEFAULT_STORAGE
     if url.startswith("journal:"):
@@ -46,7 +46,7 @@ def open_storage(
         url,
         heartbeat_interval=heartbeat_interval,
         grace_period=grace_period,
-        failed_trial_callback=failed_trial_callback,
+        heartbeat_stale_trial_callback=stale_trial_callback,
         engine_kwargs={"pool_pre_ping": True},
     )
 

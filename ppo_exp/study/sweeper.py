@@ -60,6 +60,9 @@ PRUNERS = {
 }
 
 
+DEFAULT_OBJECTIVES = {"eval/score_auc": "maximize"}
+
+
 @dataclass
 class StudySweeperConf:
     """`hydra.sweeper` settings of a study (set them in studies/NAME.yaml)."""
@@ -69,9 +72,9 @@ class StudySweeperConf:
     storage: str | None = None  # null = sqlite:///optuna.db; postgresql://...; journal:FILE
     n_trials: int = 20  # total trials of the study, over all launches and workers
     seeds: list[int] = field(default_factory=lambda: [0])  # one training run per seed
-    objectives: dict[str, str] = field(  # metric -> maximize | minimize (two = Pareto)
-        default_factory=lambda: {"eval/score_auc": "maximize"}
-    )
+    # metric -> maximize | minimize (two = a Pareto front); empty = DEFAULT_OBJECTIVES.
+    # (Empty by default because Hydra merges a study file's mapping into this default.)
+    objectives: dict[str, str] = field(default_factory=dict)
     sampler: dict[str, Any] = field(default_factory=lambda: {"name": "tpe", "seed": 0})
     pruner: dict[str, Any] = field(default_factory=lambda: {"name": "median"})
     params: dict[str, Any] = field(default_factory=dict)  # key -> {type, low, high, log...}
@@ -110,6 +113,7 @@ def _build(table: dict[str, type], spec: dict[str, Any], key: str) -> Any:
 class StudySweeper(Sweeper):
     def __init__(self, **settings: Any):
         self.s = StudySweeperConf(**{k: _plain(v) for k, v in settings.items()})
+        self.s.objectives = self.s.objectives or dict(DEFAULT_OBJECTIVES)
         self.launcher = None
 
     def setup(
@@ -130,21 +134,22 @@ class StudySweeper(Sweeper):
             if direction not in ("maximize", "minimize"):
                 raise ConfigError("hydra.sweeper.objectives", direction, "maximize | minimize")
         self.validate_batch_is_legal([arguments])
-        self.storage = open_storage(
-            s.storage,
-            heartbeat_interval=s.heartbeat_interval,
-            grace_period=s.grace_period,
-            failed_trial_callback=runs.fail_dead_trial_runs,
-        )
-        study = optuna.create_study(
-            study_name=s.study_name,
-            storage=self.storage,
-            sampler=_build(SAMPLERS, s.sampler, "sampler"),
-            pruner=_build(PRUNERS, s.pruner, "pruner"),
-            directions=directions,
-            load_if_exists=True,
-        )
+        # Workers starting together on a new storage would race to create its tables,
+        # the study and the parent run: one at a time.
         with budget_lock(s.storage, s.study_name):
+            self.storage = open_storage(
+                s.storage,
+                heartbeat_interval=s.heartbeat_interval,
+                grace_period=s.grace_period,
+                stale_trial_callback=runs.fail_dead_trial_runs,
+            )
+            study = optuna.create_study(
+                study_name=s.study_name,
+                storage=self.storage,
+                pruner=_build(PRUNERS, s.pruner, "pruner"),
+                directions=directions,
+                load_if_exists=True,
+            )
             self.parent_run_id = runs.study_parent_run(study, self.config, s)
             if not study.get_trials(deepcopy=False):  # a new study: queue its baselines
                 for params in s.enqueue:
@@ -156,7 +161,19 @@ class StudySweeper(Sweeper):
             s.n_trials,
             s.storage or "sqlite:///optuna.db",
         )
+        try:
+            self._run_trials(study, space, arguments)
+        except BaseException as error:
+            runs.end_parent_run(self.parent_run_id, failed=f"{type(error).__name__}: {error}")
+            raise
+        self._wait_for_other_workers(study)
+        with budget_lock(s.storage, s.study_name):  # workers finishing together: one report
+            report.finish(study, self.parent_run_id, list(s.objectives))
+        return study.trials
 
+    def _run_trials(self, study: optuna.Study, space: dict, arguments: list[str]) -> None:
+        """Ask, run and tell trials until the study has `n_trials` of them."""
+        s = self.s
         while True:
             started = time.perf_counter()
             with budget_lock(s.storage, s.study_name):
@@ -164,7 +181,11 @@ class StudySweeper(Sweeper):
                 trials = study.get_trials(deepcopy=False)
                 waiting = any(t.state == TrialState.WAITING for t in trials)
                 if len(trials) >= s.n_trials and not waiting:
-                    break
+                    return
+                # Seeded by the trial count, not once per launch: a relaunch or a second
+                # worker must not replay the first trials' values, and one worker stays
+                # reproducible.
+                study.sampler = self._sampler(len(trials))
                 trial = study.ask(space)
             self._run_trial(study, trial, arguments, started)
             failed = len(study.get_trials(deepcopy=False, states=(TrialState.FAIL,)))
@@ -174,9 +195,13 @@ class StudySweeper(Sweeper):
                     f"hydra.sweeper.max_failures={s.max_failures} is spent; see each trial's "
                     "fail_reason (optuna) or ppo_exp.error tag (MLflow)"
                 )
-        self._wait_for_other_workers(study)
-        report.finish(study, self.parent_run_id, list(s.objectives), space)
-        return study.trials
+
+    def _sampler(self, n_trials_so_far: int) -> optuna.samplers.BaseSampler:
+        spec = dict(_plain(self.s.sampler))
+        # QMC's scrambling must stay fixed for its sequence to stay low-discrepancy.
+        if spec.get("seed") is not None and spec.get("name") != "qmc":
+            spec["seed"] = spec["seed"] + n_trials_so_far
+        return _build(SAMPLERS, spec, "sampler")
 
     def _wait_for_other_workers(self, study: optuna.Study) -> None:
         """The last trials may still run in other workers: wait, failing any that died."""

@@ -30,6 +30,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from ppo_exp.config import ConfigError
 from ppo_exp.study import REPO_STUDIES
+from ppo_exp.study.report import importances
 from ppo_exp.study.space import search_space
 
 PARAMS = {"gamma", "lam", "clip_eps", "ppo_epochs", "lr"}  # studies/core.yaml
@@ -573,7 +574,6 @@ def test_importances_skip_an_evaluator_that_cannot_rank_equal_trials():
                 value=0.5,
             )
         )
-    from ppo_exp.study.report import importances
 
     scores = importances(study)
     assert "fanova" not in scores

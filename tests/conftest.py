@@ -10,6 +10,17 @@ import pytest
 
 from ppo_exp.base_model import tiny_model_path
 
+# Overrides for a training run of a few seconds, for sweep and study tests.
+TINY_RUN = [
+    "train=smoke",
+    "iterations=2",
+    "batch_size=8",
+    "num_minibatches=2",
+    "eval_prompts=8",
+    "max_new_tokens=8",
+    "sample_every=0",
+]
+
 
 @pytest.fixture(scope="session")
 def base_model_path() -> Path:

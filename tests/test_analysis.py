@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import TINY_RUN
 from matplotlib.figure import Figure
 from mlflow.tracking import MlflowClient
 
@@ -352,15 +353,7 @@ def test_render_command_names_the_error_of_a_failing_cell(monkeypatch, capsys):
 
 # -- a real tiny study and sweep, both notebooks, and the render command ---------------------
 
-TINY = [
-    "train=smoke",
-    "iterations=2",
-    "batch_size=8",
-    "num_minibatches=2",
-    "eval_prompts=8",
-    "max_new_tokens=8",
-    "sample_every=0",
-]
+TINY = TINY_RUN
 # A reward server whose first request fails: the study's first trial FAILs.
 FLAKY = """calls = 0
 

@@ -23,6 +23,7 @@ import numpy as np
 import optuna
 import pytest
 import sqlalchemy
+from conftest import TINY_RUN
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
@@ -37,13 +38,7 @@ PARAMS = {"gamma", "lam", "clip_eps", "ppo_epochs", "lr"}  # studies/core.yaml
 # Tiny trials: a few seconds each. ppo_epochs is searched, so its range is narrowed
 # rather than fixed (a fixed value would be overridden by the trial's own).
 TINY = [
-    "train=smoke",
-    "iterations=2",
-    "batch_size=8",
-    "num_minibatches=2",
-    "eval_prompts=8",
-    "max_new_tokens=8",
-    "sample_every=0",
+    *TINY_RUN,
     "hydra.sweeper.params.ppo_epochs={type:int,low:1,high:2}",
     "hydra.sweeper.seeds=[0]",  # one training run per trial unless a test asks for more
 ]

@@ -22,6 +22,20 @@ TINY_RUN = [
 ]
 
 
+# A reward module whose first call raises (a reward server warming up) and which works
+# afterwards: in a study launched in-process, the first trial FAILs and the rest go on.
+FLAKY_REWARD = """calls = 0
+
+
+def score(texts):
+    global calls
+    calls += 1
+    if calls == 1:
+        raise RuntimeError("reward server warming up")
+    return [len(t) / 10 for t in texts]
+"""
+
+
 @pytest.fixture(scope="session")
 def base_model_path() -> Path:
     """The default tiny review model, built into the default cache once per machine."""

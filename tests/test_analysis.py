@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import TINY_RUN
+from conftest import FLAKY_REWARD, TINY_RUN
 from matplotlib.figure import Figure
 from mlflow.tracking import MlflowClient
 
@@ -354,17 +354,6 @@ def test_render_command_names_the_error_of_a_failing_cell(monkeypatch, capsys):
 # -- a real tiny study and sweep, both notebooks, and the render command ---------------------
 
 TINY = TINY_RUN
-# A reward server whose first request fails: the study's first trial FAILs.
-FLAKY = """calls = 0
-
-
-def score(texts):
-    global calls
-    calls += 1
-    if calls == 1:
-        raise RuntimeError("reward server warming up")
-    return [len(t) / 10 for t in texts]
-"""
 STUDY = [
     "study=core",
     "hydra.sweeper.n_trials=6",
@@ -420,7 +409,7 @@ def test_notebooks_and_report_on_a_real_study_and_sweep(mlflow_template, tmp_pat
     study_dir, sweep_dir = tmp_path / "study", tmp_path / "sweep"
     study_uri = store_from(mlflow_template, study_dir)
     sweep_uri = store_from(mlflow_template, sweep_dir)
-    (study_dir / "flaky.py").write_text(FLAKY)
+    (study_dir / "flaky.py").write_text(FLAKY_REWARD)
     study_job = launch(study_dir, study_uri, *STUDY)
     sweep_job = launch(sweep_dir, sweep_uri, "clip_eps=0.1,0.2")
     finish(sweep_job, sweep_dir)

@@ -23,7 +23,7 @@ import numpy as np
 import optuna
 import pytest
 import sqlalchemy
-from conftest import TINY_RUN
+from conftest import FLAKY_REWARD, TINY_RUN
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
@@ -482,22 +482,11 @@ def test_a_killed_worker_trial_is_failed_by_the_next_worker(wd):
     assert parent.info.status == "FINISHED"
 
 
-FLAKY = '''"""A reward server whose first request fails."""
-calls = 0
-
-
-def score(texts):
-    global calls
-    calls += 1
-    if calls == 1:
-        raise RuntimeError("reward server warming up")
-    return [len(t) / 10 for t in texts]
-'''
 
 
 @pytest.mark.slow
 def test_a_raising_trial_fails_alone_and_the_study_goes_on(wd):
-    (wd.path / "flaky.py").write_text(FLAKY)
+    (wd.path / "flaky.py").write_text(FLAKY_REWARD)
     result = wd.run("reward=function", "reward.function=flaky:score", "hydra.sweeper.n_trials=2")
     assert result.returncode == 0, result.stderr[-3000:]
     trials = wd.trials()

@@ -58,6 +58,8 @@ def summary(workdir: Path) -> dict[str, float]:
 
 
 def samples(workdir: Path, n: int = 5) -> list[str]:
+    """The first rows of the run's last sample-generations table."""
+    mlflow.set_tracking_uri(f"sqlite:///{workdir / 'mlflow.db'}")
     client = MlflowClient()
     (run,) = mlflow.search_runs(experiment_names=["ppo_exp"], output_format="list")
     tables = sorted(a.path for a in client.list_artifacts(run.info.run_id, "samples"))

@@ -100,12 +100,16 @@ display(binned)
 # ## Importance, with its uncertainty
 # fANOVA importances (normalised to sum to 1) on bootstrap resamples of the complete
 # trials: bars are the mean over resamples, whiskers the percentile interval.
+# `rank_low`–`rank_high` is the interval of each parameter's rank over the resamples and
+# `p_first` the share of resamples ranking it first; a ranking holds down to the depth
+# whose top set stays the same in at least `level` of the resamples (`top_k_share`).
 
 # %%
 importance = analysis.bootstrap_importance(
     trials, params, n_boot=n_boot, level=level, direction=direction
 )
 display(importance)
+print("share of resamples with the same top k:", importance.attrs.get("top_k_share"))
 if not importance.empty:
     display(analysis.plot_importance(importance, level=level))
 

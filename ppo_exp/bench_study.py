@@ -1,13 +1,19 @@
-"""Study benchmarks that print figures: the core study, and pruning against no pruning.
+"""Study benchmarks that print figures: pruning against no pruning, and best against defaults.
 
-    python -m ppo_exp.bench_study core --workdir results/core       # studies/core.yaml
-    python -m ppo_exp.bench_study pruning --workdir results/pruning --trials 12
+    python -m ppo_exp.bench_study pruning --workdir results --trials 60
+    python -m ppo_exp.bench_study confirm --workdir results/pruned --study core --seeds 0,1,2,3,4
 
-`core` runs `python -m ppo_exp.run -m study=core` with one worker, then the default
-config under the same per-trial budget and seeds, and compares the two. `pruning` runs
-the same study twice (same trials, sampler seed), with the median pruner and without,
-and compares best values and PPO iterations spent. The workdir keeps mlflow.db and
-optuna.db, so the results can be analysed afterwards (analysis/sensitivity.ipynb).
+`pruning` runs studies/core.yaml twice side by side, one CPU core each, same sampler seed:
+as shipped (median pruner; first its own 20 trials, then resumed to --trials) in
+WORKDIR/pruned, and with the pruner off in WORKDIR/unpruned. It prints the shipped
+20-trial launch's wall time and harness overhead, and for both studies, at 20 trials and
+at --trials, the best value and the PPO iterations spent. One worker runs its trials in
+order, so the first 20 trials of a longer study are exactly those of a 20-trial study.
+
+`confirm` retrains the study's best params (best of the first 20 trials, and of all) and
+the defaults under the study's per-trial budget with more seeds, and prints the held-out
+results of each: the study's seeds alone cannot tell a small gain from seed noise.
+Each workdir keeps mlflow.db and optuna.db for analysis/sensitivity.ipynb.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import argparse
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -23,29 +30,39 @@ import mlflow
 import optuna
 from mlflow.tracking import MlflowClient
 
+SHIPPED_TRIALS = 20  # n_trials of studies/core.yaml
+RESULTS = ("eval/reward_mean", "eval/kl", "eval/score", "eval/score_auc", "eval/reward_auc")
 
-def launch(workdir: Path, *args: str) -> float:
+
+def tracking_uri(workdir: Path) -> str:
+    return f"sqlite:///{workdir.resolve() / 'mlflow.db'}"
+
+
+def launch(workdir: Path, *args: str, threads: int | None = None) -> float:
     """Run `python -m ppo_exp.run ARGS` in workdir; return its wall time in seconds."""
     workdir.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{workdir.resolve() / 'mlflow.db'}"}
+    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri(workdir)}
+    if threads:
+        env["OMP_NUM_THREADS"] = str(threads)
     started = time.perf_counter()
-    subprocess.run(
-        [sys.executable, "-m", "ppo_exp.run", *args],
-        cwd=workdir, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
+    with open(workdir / "launch.log", "a") as log:
+        subprocess.run(
+            [sys.executable, "-m", "ppo_exp.run", *args],
+            cwd=workdir, env=env, check=True, stdout=log, stderr=subprocess.STDOUT,
+        )
     return time.perf_counter() - started
 
 
 def load(workdir: Path, name: str) -> optuna.Study:
-    mlflow.set_tracking_uri(f"sqlite:///{workdir.resolve() / 'mlflow.db'}")
+    mlflow.set_tracking_uri(tracking_uri(workdir))
     return optuna.load_study(study_name=name, storage=f"sqlite:///{workdir / 'optuna.db'}")
 
 
-def iterations_spent(study: optuna.Study) -> int:
-    """PPO iterations actually run by the study's seed runs (pruned ones stop early)."""
+def iterations_spent(trials: list[optuna.trial.FrozenTrial]) -> int:
+    """PPO iterations the trials' seed runs actually ran (pruned ones stop early)."""
     client = MlflowClient()
     total = 0
-    for trial in study.trials:
+    for trial in trials:
         trial_run = trial.user_attrs.get("mlflow_run_id")
         if not trial_run:
             continue
@@ -55,67 +72,94 @@ def iterations_spent(study: optuna.Study) -> int:
     return total
 
 
-def final_metric(workdir: Path, run_filter: str, metric: str) -> list[float]:
-    runs = mlflow.search_runs(experiment_names=["ppo_exp"], filter_string=run_filter)
-    return runs[f"metrics.{metric}"].dropna().tolist()
-
-
-def core(workdir: Path, overrides: list[str]) -> None:
-    wall = launch(workdir, "-m", "study=core", *overrides)
-    study = load(workdir, "core")
-    states = {s.name: sum(t.state == s for t in study.trials) for s in optuna.trial.TrialState}
-    train = sum(t.user_attrs.get("train_seconds", 0.0) for t in study.trials)
-    best = study.best_trial
-    print(f"core study: {len(study.trials)} trials {states} in {wall / 60:.1f} min wall")
-    print(f"  harness overhead (1 - trainer time / wall): {100 * (1 - train / wall):.1f}%")
-    print(f"  objective spread: min {min(t.value for t in study.trials if t.value is not None):.3f}"
-          f"  max {best.value:.3f}")
-    print(f"  best trial {best.number}: eval/score_auc {best.value:.3f}  {best.params}")
-    best_reward = final_metric(
-        workdir, f"tags.mlflow.parentRunId = '{best.user_attrs['mlflow_run_id']}'",
-        "eval/reward_mean",
-    )
-    base_dir = workdir / "default_config"
-    launch(base_dir, "-m", "train=study", "seed=0,1", *overrides)
-    mlflow.set_tracking_uri(f"sqlite:///{base_dir.resolve() / 'mlflow.db'}")
-    default_reward = final_metric(base_dir, "tags.`ppo_exp.kind` = 'run'", "eval/reward_mean")
-    default_auc = final_metric(base_dir, "tags.`ppo_exp.kind` = 'run'", "eval/score_auc")
-    mean = lambda xs: sum(xs) / len(xs)  # noqa: E731
-    print(f"  best trial  eval/reward_mean {mean(best_reward):.3f} (seeds {best_reward})")
-    print(f"  default cfg eval/reward_mean {mean(default_reward):.3f} (seeds {default_reward}),"
-          f" eval/score_auc {mean(default_auc):.3f}")
+def best(trials: list[optuna.trial.FrozenTrial]) -> optuna.trial.FrozenTrial:
+    complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+    return max(complete, key=lambda t: t.value)
 
 
 def pruning(workdir: Path, trials: int, overrides: list[str]) -> None:
-    results = {}
-    for name, pruner in (("no_pruning", "{name:none}"),
-                         ("median_pruning", "{name:median,n_startup_trials:4,n_warmup_steps:4}")):
-        wall = launch(
-            workdir, "-m", "study=core", f"hydra.sweeper.study_name={name}",
-            f"hydra.sweeper.n_trials={trials}", "hydra.sweeper.seeds=[0]",
-            f"hydra.sweeper.pruner={pruner}", *overrides,
+    pruned_dir, unpruned_dir = workdir / "pruned", workdir / "unpruned"
+    walls: dict[str, float] = {}
+
+    def shipped_then_resumed() -> None:
+        walls["shipped"] = launch(pruned_dir, "-m", "study=core", *overrides, threads=1)
+        walls["resumed"] = launch(
+            pruned_dir, "-m", "study=core", f"hydra.sweeper.n_trials={trials}", *overrides,
+            threads=1,
         )
-        study = load(workdir, name)
-        pruned = sum(t.state == optuna.trial.TrialState.PRUNED for t in study.trials)
-        results[name] = (study.best_value, iterations_spent(study), wall, pruned)
-        print(f"{name:15s} best {study.best_value:.4f}  iterations {results[name][1]:4d}"
-              f"  pruned {pruned:2d}/{trials}  wall {wall / 60:.1f} min")
-    (best_off, it_off, wall_off, _), (best_on, it_on, wall_on, _) = results.values()
-    print(f"pruned/unpruned: best value {100 * best_on / best_off:.1f}%, "
-          f"iterations {100 * it_on / it_off:.1f}%, wall {100 * wall_on / wall_off:.1f}%")
+
+    def unpruned() -> None:
+        walls["unpruned"] = launch(
+            unpruned_dir, "-m", "study=core", "hydra.sweeper.study_name=core_unpruned",
+            "hydra.sweeper.pruner={name:none}", f"hydra.sweeper.n_trials={trials}",
+            *overrides, threads=1,
+        )
+
+    workers = [threading.Thread(target=shipped_then_resumed), threading.Thread(target=unpruned)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+
+    on = load(pruned_dir, "core").trials
+    train = sum(t.user_attrs["train_seconds"] for t in on[:SHIPPED_TRIALS])
+    print(f"studies/core.yaml, {SHIPPED_TRIALS} trials, one worker (one thread): "
+          f"{walls['shipped'] / 60:.1f} min wall, harness overhead "
+          f"{100 * (1 - train / walls['shipped']):.1f}% (1 - trainer time / wall)")
+    spent_on = {n: iterations_spent(on[:n]) for n in (SHIPPED_TRIALS, trials)}
+    off = load(unpruned_dir, "core_unpruned").trials
+    spent_off = {n: iterations_spent(off[:n]) for n in (SHIPPED_TRIALS, trials)}
+    for n in (SHIPPED_TRIALS, trials):
+        b_on, b_off = best(on[:n]), best(off[:n])
+        n_pruned = sum(t.state == optuna.trial.TrialState.PRUNED for t in on[:n])
+        print(f"{n} trials: best value pruned {b_on.value:.4f} (trial {b_on.number}) vs "
+              f"unpruned {b_off.value:.4f} (trial {b_off.number}) = "
+              f"{100 * b_on.value / b_off.value:.1f}%; PPO iterations {spent_on[n]} vs "
+              f"{spent_off[n]} = {100 * spent_on[n] / spent_off[n]:.1f}%; "
+              f"{n_pruned}/{n} trials pruned")
+
+
+def confirm(workdir: Path, study_name: str, seeds: str, overrides: list[str]) -> None:
+    trials = load(workdir, study_name).trials
+    configs = {"defaults (conf/)": {}}
+    for pool in (trials[:SHIPPED_TRIALS], trials):
+        trial = best(pool)
+        if trial.params not in configs.values():
+            configs[f"best of {len(pool)} trials: trial {trial.number}"] = trial.params
+    finals = {}
+    for i, (label, params) in enumerate(configs.items()):
+        rundir = workdir / "confirm" / str(i)
+        launch(rundir, "-m", "train=study", f"seed={seeds}",
+               *(f"{k}={v}" for k, v in params.items()), *overrides)
+        mlflow.set_tracking_uri(tracking_uri(rundir))
+        runs = mlflow.search_runs(experiment_names=["ppo_exp"],
+                                  filter_string="tags.`ppo_exp.kind` = 'run'")
+        finals[label] = runs.set_index("params.seed").sort_index()
+        print(f"{label}: {params}  ({len(runs)} seeds)")
+        for metric in RESULTS:
+            values = finals[label][f"metrics.{metric}"]
+            print(f"  {metric:18s} {values.mean():.3f} ± {values.sem():.3f} (s.e.)")
+    baseline = finals.pop("defaults (conf/)")
+    for label, runs in finals.items():  # same seeds, so compare seed by seed
+        for metric in ("eval/reward_mean", "eval/reward_auc", "eval/score_auc"):
+            gain = runs[f"metrics.{metric}"] - baseline[f"metrics.{metric}"]
+            print(f"{label} - defaults, {metric}: {gain.mean():+.3f} ± {gain.sem():.3f} "
+                  f"(s.e. over seeds; per seed {[round(g, 3) for g in gain]})")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("bench", choices=["core", "pruning"])
+    parser.add_argument("bench", choices=["pruning", "confirm"])
     parser.add_argument("--workdir", type=Path, required=True, help="keeps mlflow.db, optuna.db")
-    parser.add_argument("--trials", type=int, default=12, help="pruning: trials per study")
+    parser.add_argument("--trials", type=int, default=60, help="pruning: trials per study")
+    parser.add_argument("--study", default="core", help="confirm: the study's name")
+    parser.add_argument("--seeds", default="0,1,2,3,4", help="confirm: seeds per config")
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides")
-    args = parser.parse_args()
-    if args.bench == "core":
-        core(args.workdir, args.overrides)
-    else:
+    args = parser.parse_intermixed_args()
+    if args.bench == "pruning":
         pruning(args.workdir, args.trials, args.overrides)
+    else:
+        confirm(args.workdir, args.study, args.seeds, args.overrides)
 
 
 if __name__ == "__main__":

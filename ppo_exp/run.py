@@ -36,13 +36,15 @@ def train_and_track(cfg: DictConfig) -> dict[str, float]:
     # Imported here so a bad config fails fast, before torch and transformers load.
     from ppo_exp import tracking
     from ppo_exp.study import context
-    from ppo_exp.trainer import train
 
     trial = context.active()  # set when an Optuna study launched this job
     name = f"trial {trial.trial.number} seed {ppo_cfg.seed}" if trial else None
     with tracking.start_run(ppo_cfg, cfg, name=name) as tracker:
         started = time.perf_counter()
         try:
+            # torch and transformers load with the trainer: its startup, not the harness's
+            from ppo_exp.trainer import train
+
             return train(ppo_cfg, [tracker, *([context.reporter()] if trial else [])])
         finally:
             if trial:

@@ -276,6 +276,7 @@ class PPOTrainer:
         eval_metrics = self.evaluate()  # step 0: the base model
         emit(eval_metrics, 0)
         eval_scores: list[float] = []  # held-out score at each eval after step 0
+        eval_rewards: list[float] = []  # and held-out reward
         bar = tqdm(range(1, cfg.iterations + 1), desc="PPO", unit="it", dynamic_ncols=True)
         for it in bar:
             if cfg.lr_decay:
@@ -314,9 +315,11 @@ class PPOTrainer:
             if it == cfg.iterations or (cfg.eval_every and it % cfg.eval_every == 0):
                 eval_metrics = self.evaluate()
                 eval_scores.append(eval_metrics["eval/score"])
-                # Area under the held-out learning curve: credits reaching a good score
+                eval_rewards.append(eval_metrics["eval/reward_mean"])
+                # Areas under the held-out learning curves: they credit getting there
                 # early, so settings still differ when every run ends up saturated.
                 eval_metrics["eval/score_auc"] = float(np.mean(eval_scores))
+                eval_metrics["eval/reward_auc"] = float(np.mean(eval_rewards))
                 metrics.update(eval_metrics)
             emit(metrics, it)
             if cfg.sample_every and (it % cfg.sample_every == 0 or it == cfg.iterations):

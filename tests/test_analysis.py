@@ -134,6 +134,34 @@ def test_bootstrap_importance_ranks_lr_first_with_a_ci_above_the_others():
     assert (importance["mean"] <= importance["ci_high"]).all()
 
 
+def test_bootstrap_importance_ranks_lr_first_in_every_resample():
+    importance = analysis.bootstrap_importance(make_trials(), n_boot=30)
+    top = importance.iloc[0]
+    assert (top["rank_low"], top["rank_high"], top["p_first"]) == (1, 1, 1.0)
+    assert (importance["rank_low"].iloc[1:] >= 2).all()
+    assert importance["p_first"].sum() == pytest.approx(1.0)
+    assert importance.attrs["top_k_share"][1] == 1.0
+
+
+def test_bootstrap_importance_settles_a_top_pair_whose_order_is_open():
+    # Two settings that matter about equally, one that does not: the pair is settled,
+    # their order is not.
+    trials = make_trials(60, noise=0.0)
+    rng = np.random.default_rng(1)
+    lr, clip_eps = np.log10(trials["params.lr"]) + 4, rng.uniform(-1, 1, 60)
+    trials["params.clip_eps"] = clip_eps
+    trials["objective"] = lr**2 + clip_eps**2 + rng.normal(0, 0.01, 60)
+    importance = analysis.bootstrap_importance(trials, n_boot=40).set_index("param")
+    shares = importance.attrs["top_k_share"]
+    assert shares[2] >= 0.95 > shares[1]
+    assert importance.loc["ppo_epochs", "rank_low"] == 3
+    assert importance.loc[["lr", "clip_eps"], "rank_high"].max() == 2
+    assert importance.loc[["lr", "clip_eps"], "rank_low"].min() == 1
+    text = analysis.conclusions(trials, importance.reset_index())
+    assert "ppo_epochs is the least important" in text  # = the top two are settled
+    assert "Which of lr, clip_eps matters most is not settled" in text
+
+
 def test_bootstrap_importance_needs_a_few_complete_trials():
     trials = make_trials(4)
     trials.loc[1:, "state"] = "PRUNED"
@@ -169,7 +197,7 @@ def test_conclusions_name_lr_and_its_good_range():
     importance = analysis.bootstrap_importance(trials, n_boot=20)
     text = analysis.conclusions(trials, importance, objective_name="eval/score_auc")
     assert "30 trials (30 complete)" in text
-    assert "Most important: lr" in text and "clearly ahead" in text
+    assert "Most important: lr" in text and "lr is the most important" in text
     good_range = next(line for line in text.splitlines() if line.startswith("Good range"))
     highest = analysis.format_value(trials["params.lr"].max())
     assert good_range.startswith("Good range of lr: ") and f"–{highest} " in good_range

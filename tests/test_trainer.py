@@ -74,6 +74,22 @@ def test_rollout_masks_after_the_stop_token_and_scores_the_last_real_token(base_
 
 
 @pytest.mark.slow
+def test_learning_curve_areas_are_the_means_of_the_evals_after_step_0(base_model_path):
+    recorder = Recorder()
+    train(PPOConfig(**{**SMOKE, "eval_every": 1}), [recorder])
+    history = recorder.metrics
+    assert "eval/score_auc" not in history[0]  # step 0 is the base model, not learning
+    for step in (1, 2, 3):
+        for curve, area in (("eval/score", "eval/score_auc"),
+                            ("eval/reward_mean", "eval/reward_auc")):
+            values = [history[s][curve] for s in range(1, step + 1)]
+            assert history[step][area] == pytest.approx(sum(values) / step)
+    assert history[3]["eval/score"] == pytest.approx(
+        history[3]["eval/reward_mean"] - 0.05 * history[3]["eval/kl"]
+    )
+
+
+@pytest.mark.slow
 def test_a_short_run_raises_the_held_out_reward(base_model_path):
     recorder = Recorder()
     final = train(PPOConfig(iterations=12, eval_every=12, sample_every=12), [recorder])

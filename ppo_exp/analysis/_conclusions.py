@@ -71,24 +71,49 @@ def _summary(trials: pd.DataFrame, done: pd.DataFrame, objective_name: str, dire
 
 
 def _ranking(importance: pd.DataFrame, level: float) -> str:
-    top = importance.iloc[0]
-    text = (
-        f"Most important: {top['param']} (fANOVA importance {top['mean']:.2f}, "
-        f"{level:.0%} CI {top['ci_low']:.2f}–{top['ci_high']:.2f})"
-    )
+    """The importance ranking, and which part of it holds over the bootstrap resamples."""
+
+    def described(row: pd.Series) -> str:
+        return (
+            f"{row['param']} (fANOVA importance {row['mean']:.2f}, {level:.0%} CI "
+            f"{row['ci_low']:.2f}–{row['ci_high']:.2f}, first in {row['p_first']:.0%} of "
+            "resamples)"
+        )
+
+    text = f"Most important: {described(importance.iloc[0])}"
     if len(importance) == 1:
         return text + "."
-    runner = importance.iloc[1]
-    others = (
-        f"{runner['param']} ({runner['mean']:.2f}, "
-        f"CI {runner['ci_low']:.2f}–{runner['ci_high']:.2f})"
-    )
-    if top["ci_low"] > importance.iloc[1:]["ci_high"].max():
-        return f"{text}, clearly ahead of the next, {others}."
-    return (
-        f"{text}, then {others}: the intervals overlap, so the ranking is not settled yet "
-        "(more trials would narrow them)."
-    )
+    text += f", then {described(importance.iloc[1])}."
+    names = importance["param"].tolist()
+    shares = importance.attrs.get("top_k_share", {})
+    settled = [k for k, share in shares.items() if share >= level]
+    parts = []
+    for k in settled:
+        if k == 1:
+            parts.append(f"{names[0]} is the most important")
+        elif k == len(names) - 1:
+            parts.append(f"{names[-1]} is the least important")
+        else:
+            parts.append(f"{', '.join(names[:k])} are the {k} most important")
+    leaders = settled[:1]  # the fewest parameters known to include the most important
+    if 1 not in settled:
+        first = importance["p_first"].cumsum().to_numpy()
+        k = int(np.argmax(first >= level - 1e-9)) + 1
+        if first[k - 1] >= level - 1e-9 and k < len(names) and k not in settled:
+            parts.insert(0, f"the most important is one of {', '.join(names[:k])}")
+            leaders = [k]
+    if not parts:
+        return text + (
+            f" No part of this ranking holds in {level:.0%} of the resamples yet "
+            "(more trials would narrow it)."
+        )
+    text += f" In at least {level:.0%} of the resamples: " + "; ".join(parts) + "."
+    if leaders and leaders[0] > 1:
+        text += (
+            f" Which of {', '.join(names[: leaders[0]])} matters most is not settled "
+            "(more trials would narrow it)."
+        )
+    return text
 
 
 def _good_range(

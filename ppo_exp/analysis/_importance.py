@@ -104,12 +104,16 @@ def bootstrap_importance(
         seed: seeds the resampling and the forests.
 
     Returns:
-        Columns param, mean, ci_low, ci_high, rank (1 = most important), ranked;
-        empty with fewer than three complete trials.
+        Columns param, mean, ci_low, ci_high, rank (1 = most important), rank_low and
+        rank_high (the interval of its rank over the replicates) and p_first (the share
+        of replicates ranking it first), ranked by mean; `attrs["top_k_share"][k]` is the
+        share of replicates whose k most important parameters are the table's first k,
+        so a ranking "holds" down to the k where that share stays at or above `level`.
+        Empty with fewer than three complete trials.
     """
     done = complete(trials)
     params = hyperparameters(done) if params is None else [param_key(p) for p in params]
-    columns = ["param", "mean", "ci_low", "ci_high", "rank"]
+    columns = ["param", "mean", "ci_low", "ci_high", "rank", "rank_low", "rank_high", "p_first"]
     distributions = _distributions(done, params, log_params)
     if len(done) < 3 or not distributions:
         return pd.DataFrame(columns=columns)
@@ -139,4 +143,12 @@ def bootstrap_importance(
     )
     table = table.sort_values("mean", ascending=False, kind="stable").reset_index(drop=True)
     table["rank"] = np.arange(1, len(table) + 1)
-    return table[columns]
+    ranks = scores[table["param"]].rank(axis=1, ascending=False, method="min")
+    table["rank_low"] = ranks.quantile(tail, interpolation="lower").to_numpy().astype(int)
+    table["rank_high"] = ranks.quantile(1 - tail, interpolation="higher").to_numpy().astype(int)
+    table["p_first"] = ranks.eq(1).mean().to_numpy()
+    table = table[columns]
+    table.attrs["top_k_share"] = {
+        k: float(ranks.iloc[:, :k].le(k).all(axis=1).mean()) for k in range(1, len(table))
+    }
+    return table

@@ -58,9 +58,9 @@ def load(workdir: Path, name: str) -> optuna.Study:
     return optuna.load_study(study_name=name, storage=f"sqlite:///{workdir / 'optuna.db'}")
 
 
-def iterations_spent(trials: list[optuna.trial.FrozenTrial]) -> int:
+def iterations_spent(workdir: Path, trials: list[optuna.trial.FrozenTrial]) -> int:
     """PPO iterations the trials' seed runs actually ran (pruned ones stop early)."""
-    client = MlflowClient()
+    client = MlflowClient(tracking_uri(workdir))
     total = 0
     for trial in trials:
         trial_run = trial.user_attrs.get("mlflow_run_id")
@@ -106,9 +106,15 @@ def pruning(workdir: Path, trials: int, overrides: list[str]) -> None:
     print(f"studies/core.yaml, {SHIPPED_TRIALS} trials, one worker (one thread): "
           f"{walls['shipped'] / 60:.1f} min wall, harness overhead "
           f"{100 * (1 - train / walls['shipped']):.1f}% (1 - trainer time / wall)")
-    spent_on = {n: iterations_spent(on[:n]) for n in (SHIPPED_TRIALS, trials)}
     off = load(unpruned_dir, "core_unpruned").trials
-    spent_off = {n: iterations_spent(off[:n]) for n in (SHIPPED_TRIALS, trials)}
+    for name, study_trials, wall in (
+        ("pruned", on, walls["shipped"] + walls["resumed"]), ("unpruned", off, walls["unpruned"])
+    ):
+        train = sum(t.user_attrs["train_seconds"] for t in study_trials)
+        print(f"{name} study, {trials} trials: {wall / 60:.1f} min wall, harness overhead "
+              f"{100 * (1 - train / wall):.1f}%")
+    spent_on = {n: iterations_spent(pruned_dir, on[:n]) for n in (SHIPPED_TRIALS, trials)}
+    spent_off = {n: iterations_spent(unpruned_dir, off[:n]) for n in (SHIPPED_TRIALS, trials)}
     for n in (SHIPPED_TRIALS, trials):
         b_on, b_off = best(on[:n]), best(off[:n])
         n_pruned = sum(t.state == optuna.trial.TrialState.PRUNED for t in on[:n])
@@ -156,6 +162,9 @@ def main() -> None:
     parser.add_argument("--seeds", default="0,1,2,3,4", help="confirm: seeds per config")
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides")
     args = parser.parse_intermixed_args()
+    if args.bench == "pruning" and args.trials < SHIPPED_TRIALS:
+        parser.error(f"--trials {args.trials}: the pruning benchmark needs at least "
+                     f"{SHIPPED_TRIALS} (the shipped study's own count)")
     if args.bench == "pruning":
         pruning(args.workdir, args.trials, args.overrides)
     else:

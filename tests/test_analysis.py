@@ -166,6 +166,7 @@ def test_bootstrap_importance_needs_a_few_complete_trials():
     trials = make_trials(4)
     trials.loc[1:, "state"] = "PRUNED"
     assert analysis.bootstrap_importance(trials, n_boot=5).empty
+    assert analysis.bootstrap_importance(make_trials(5).assign(objective=1.0), n_boot=5).empty
 
 
 def test_interaction_table_by_hand():

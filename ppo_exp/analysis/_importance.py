@@ -131,6 +131,8 @@ def bootstrap_importance(
             )
     finally:
         optuna.logging.set_verbosity(verbosity)
+    if not samples:  # the objective never varied: nothing to rank
+        return pd.DataFrame(columns=columns)
     scores = pd.DataFrame(samples, columns=list(distributions)).fillna(0.0)
     tail = (1 - level) / 2
     table = pd.DataFrame(

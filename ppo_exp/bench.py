@@ -22,22 +22,34 @@ import mlflow
 from mlflow.tracking import MlflowClient
 
 
+def tracking_uri(workdir: Path) -> str:
+    """The MLflow store of a benchmark's working directory."""
+    return f"sqlite:///{workdir.resolve() / 'mlflow.db'}"
+
+
+def launch(workdir: Path, *args: str, env: dict[str, str] | None = None) -> float:
+    """Run `python -m ppo_exp.run ARGS` in workdir, tracked in its own MLflow store, with
+    its output appended to workdir/launch.log; return its wall time in seconds."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri(workdir), **(env or {})}
+    started = time.perf_counter()
+    with open(workdir / "launch.log", "a") as log:
+        subprocess.run(
+            [sys.executable, "-m", "ppo_exp.run", *args],
+            cwd=workdir, env=env, check=True, stdout=log, stderr=subprocess.STDOUT,
+        )
+    return time.perf_counter() - started
+
+
 def timed_run(workdir: Path, cache: Path | None, overrides: list[str]) -> float:
     """Run the default job once; return its wall time in seconds."""
-    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{workdir / 'mlflow.db'}"}
-    if cache is not None:
-        env["PPO_EXP_CACHE"] = str(cache)
-    started = time.perf_counter()
-    subprocess.run(
-        [sys.executable, "-m", "ppo_exp.run", "hydra.run.dir=outputs/bench", *overrides],
-        cwd=workdir, env=env, check=True, stdout=subprocess.DEVNULL,
-    )
-    return time.perf_counter() - started
+    env = {"PPO_EXP_CACHE": str(cache)} if cache is not None else None
+    return launch(workdir, "hydra.run.dir=outputs/bench", *overrides, env=env)
 
 
 def summary(workdir: Path) -> dict[str, float]:
     """Base and final held-out reward, KL and per-iteration timings of the run in workdir."""
-    mlflow.set_tracking_uri(f"sqlite:///{workdir / 'mlflow.db'}")
+    mlflow.set_tracking_uri(tracking_uri(workdir))
     (run,) = mlflow.search_runs(experiment_names=["ppo_exp"], output_format="list")
     client = MlflowClient()
 
@@ -59,7 +71,7 @@ def summary(workdir: Path) -> dict[str, float]:
 
 def samples(workdir: Path, n: int = 5) -> list[str]:
     """The first rows of the run's last sample-generations table."""
-    mlflow.set_tracking_uri(f"sqlite:///{workdir / 'mlflow.db'}")
+    mlflow.set_tracking_uri(tracking_uri(workdir))
     client = MlflowClient()
     (run,) = mlflow.search_runs(experiment_names=["ppo_exp"], output_format="list")
     tables = sorted(a.path for a in client.list_artifacts(run.info.run_id, "samples"))

@@ -19,38 +19,18 @@ Each workdir keeps mlflow.db and optuna.db for analysis/sensitivity.ipynb.
 from __future__ import annotations
 
 import argparse
-import os
-import subprocess
-import sys
 import threading
-import time
 from pathlib import Path
 
 import mlflow
 import optuna
 from mlflow.tracking import MlflowClient
 
+from ppo_exp.bench import launch, tracking_uri
+
 SHIPPED_TRIALS = 20  # n_trials of studies/core.yaml
+ONE_THREAD = {"OMP_NUM_THREADS": "1"}  # two studies side by side on a 2-core machine
 RESULTS = ("eval/reward_mean", "eval/kl", "eval/score", "eval/score_auc", "eval/reward_auc")
-
-
-def tracking_uri(workdir: Path) -> str:
-    return f"sqlite:///{workdir.resolve() / 'mlflow.db'}"
-
-
-def launch(workdir: Path, *args: str, threads: int | None = None) -> float:
-    """Run `python -m ppo_exp.run ARGS` in workdir; return its wall time in seconds."""
-    workdir.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri(workdir)}
-    if threads:
-        env["OMP_NUM_THREADS"] = str(threads)
-    started = time.perf_counter()
-    with open(workdir / "launch.log", "a") as log:
-        subprocess.run(
-            [sys.executable, "-m", "ppo_exp.run", *args],
-            cwd=workdir, env=env, check=True, stdout=log, stderr=subprocess.STDOUT,
-        )
-    return time.perf_counter() - started
 
 
 def load(workdir: Path, name: str) -> optuna.Study:
@@ -82,17 +62,17 @@ def pruning(workdir: Path, trials: int, overrides: list[str]) -> None:
     walls: dict[str, float] = {}
 
     def shipped_then_resumed() -> None:
-        walls["shipped"] = launch(pruned_dir, "-m", "study=core", *overrides, threads=1)
+        walls["shipped"] = launch(pruned_dir, "-m", "study=core", *overrides, env=ONE_THREAD)
         walls["resumed"] = launch(
             pruned_dir, "-m", "study=core", f"hydra.sweeper.n_trials={trials}", *overrides,
-            threads=1,
+            env=ONE_THREAD,
         )
 
     def unpruned() -> None:
         walls["unpruned"] = launch(
             unpruned_dir, "-m", "study=core", "hydra.sweeper.study_name=core_unpruned",
             "hydra.sweeper.pruner={name:none}", f"hydra.sweeper.n_trials={trials}",
-            *overrides, threads=1,
+            *overrides, env=ONE_THREAD,
         )
 
     workers = [threading.Thread(target=shipped_then_resumed), threading.Thread(target=unpruned)]

@@ -95,22 +95,23 @@ def _ranking(importance: pd.DataFrame, level: float) -> str:
             parts.append(f"{names[-1]} is the least important")
         else:
             parts.append(f"{', '.join(names[:k])} are the {k} most important")
-    leaders = settled[:1]  # the fewest parameters known to include the most important
+    # The fewest leading parameters known to include the most important one.
+    leaders = settled[0] if settled else None
     if 1 not in settled:
-        first = importance["p_first"].cumsum().to_numpy()
-        k = int(np.argmax(first >= level - 1e-9)) + 1
-        if first[k - 1] >= level - 1e-9 and k < len(names) and k not in settled:
+        first = importance["p_first"].cumsum().to_numpy() >= level - 1e-9
+        k = int(np.argmax(first)) + 1
+        if first[k - 1] and k < len(names) and k not in settled:
             parts.insert(0, f"the most important is one of {', '.join(names[:k])}")
-            leaders = [k]
+            leaders = k
     if not parts:
         return text + (
             f" No part of this ranking holds in {level:.0%} of the resamples yet "
             "(more trials would narrow it)."
         )
     text += f" In at least {level:.0%} of the resamples: " + "; ".join(parts) + "."
-    if leaders and leaders[0] > 1:
+    if leaders and leaders > 1:
         text += (
-            f" Which of {', '.join(names[: leaders[0]])} matters most is not settled "
+            f" Which of {', '.join(names[:leaders])} matters most is not settled "
             "(more trials would narrow it)."
         )
     return text

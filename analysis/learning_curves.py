@@ -29,9 +29,9 @@ tracking_uri = None  # MLflow store; None = $MLFLOW_TRACKING_URI, else sqlite://
 experiment = "ppo_exp"  # MLflow experiment
 sweep = "latest"  # the sweep's parent run id, or "latest"
 metrics = [
-    "objective/reward_mean",
-    "objective/kl",
-    "objective/entropy",
+    "rollout/reward_mean",
+    "rollout/kl",
+    "rollout/entropy",
     "policy/clipfrac",
     "value/explained_var",
     "eval/reward_mean",

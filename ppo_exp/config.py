@@ -15,7 +15,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
 # Every metric the trainer logs starts with one of these (documented in the README).
-METRIC_PREFIXES = ("objective/", "policy/", "value/", "loss/", "perf/", "eval/")
+METRIC_PREFIXES = ("rollout/", "policy/", "value/", "loss/", "perf/", "eval/")
 
 
 class ConfigError(ValueError):

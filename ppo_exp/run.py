@@ -43,7 +43,7 @@ def train_and_track(cfg: DictConfig) -> dict[str, float]:
         started = time.perf_counter()
         try:
             # torch and transformers load with the trainer: its startup, not the harness's
-            from ppo_exp.trainer import train
+            from ppo_exp.ppo.trainer import train
 
             return train(ppo_cfg, [tracker, *([context.reporter()] if trial else [])])
         finally:
@@ -58,7 +58,7 @@ def objective_of(metrics: dict[str, float], name: str) -> float:
     return metrics[name]
 
 
-@hydra.main(config_path="../conf", config_name="config", version_base=None)
+@hydra.main(config_path="pkg://ppo_exp.conf", config_name="config", version_base=None)
 def main(cfg: DictConfig) -> float:
     metrics = train_and_track(cfg)
     value = objective_of(metrics, cfg.objective)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from ppo_exp.base_model import tiny_model_path
+from ppo_exp.task.base_model import tiny_model_path
 
 # Overrides for a training run of a few seconds, for sweep and study tests.
 TINY_RUN = [

@@ -227,14 +227,14 @@ def test_plots_are_figures_with_one_panel_per_item():
         {
             "run_id": ["a", "a", "b", "b"],
             "step": [1, 2, 1, 2],
-            "metric": "objective/kl",
+            "metric": "rollout/kl",
             "value": [0.0, 0.1, 0.0, 0.2],
             "label": ["best", "best", "worst", "worst"],
             "seed": [0, 0, 0, 0],
         }
     )
     fig = analysis.plot_learning_curves(curves)
-    assert [ax.get_title() for ax in fig.axes] == ["objective/kl"]
+    assert [ax.get_title() for ax in fig.axes] == ["rollout/kl"]
     assert len(fig.axes[0].lines) == 2
 
 
@@ -293,8 +293,10 @@ def fake_study(uri: str) -> MlflowClient:
             ).info.run_id
             for key, param in {"lr": lr, "ppo_epochs": str(2 + number), "seed": str(seed)}.items():
                 client.log_param(run, key, param)
+            # seed 1 logs the name used before `objective/` became `rollout/` (old stores)
+            kl_name = "objective/kl" if seed == 1 else "rollout/kl"
             for step in (1, 2):
-                client.log_metric(run, "objective/kl", value * step, step=step)
+                client.log_metric(run, kl_name, value * step, step=step)
             client.log_metric(run, "eval/score_auc", value)
         client.set_terminated(trial, "FINISHED" if state == "COMPLETE" else "KILLED")
     return client
@@ -318,7 +320,7 @@ def test_load_runs_reads_a_study_as_tidy_trials_and_runs(mlflow_template, tmp_pa
     assert runs[["trial", "seed"]].astype(int).values.tolist() == [[0, 0], [0, 1], [1, 0]]
     assert "params.seed" not in runs and runs["params.lr"].tolist() == [1e-4, 1e-4, 1e-5]
     picked = analysis.label_runs(runs, analysis.pick_configs(trials, 1))
-    curves = analysis.learning_curves(uri, picked, ["objective/kl"])
+    curves = analysis.learning_curves(uri, picked, ["rollout/kl"])
     assert curves["step"].tolist() == [1, 2, 1, 2]
     assert curves["value"].tolist() == pytest.approx([0.2, 0.4, 0.4, 0.8])
     assert set(curves["label"]) == {"best #0: 0.3"}
@@ -452,7 +454,7 @@ def test_notebooks_and_report_on_a_real_study_and_sweep(mlflow_template, tmp_pat
     assert "2 runs; swept: clip_eps" in text
     assert "clip_eps=0.1" in text and "clip_eps=0.2" in text
     final = cell_after(curves, "## Final values").outputs[0].data["text/html"]
-    assert "objective/reward_mean" in final and "value/explained_var" in final
+    assert "rollout/reward_mean" in final and "value/explained_var" in final
 
     # The report command renders the study while this process runs its notebook too.
     finish(study_job, study_dir)

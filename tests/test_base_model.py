@@ -11,9 +11,9 @@ import torch
 from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
 
-from ppo_exp import base_model
-from ppo_exp.base_model import load_causal_lm, tiny_model_path
-from ppo_exp.data import generate_reviews, make_prompts
+from ppo_exp.task import base_model
+from ppo_exp.task.base_model import load_causal_lm, tiny_model_path
+from ppo_exp.task.prompts import generate_reviews, make_prompts
 
 QUICK = dict(vocab_size=300, n_layer=1, n_embd=32, n_head=2, corpus_size=200, steps=3)
 

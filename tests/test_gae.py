@@ -1,4 +1,4 @@
-"""Tests for ppo_exp.gae.compute_gae, with expected values worked out by hand."""
+"""Tests for ppo_exp.ppo.gae.compute_gae, with expected values worked out by hand."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import random
 import pytest
 import torch
 
-from ppo_exp.gae import compute_gae
+from ppo_exp.ppo.gae import compute_gae
 
 
 def test_hand_computed_gamma09_lam08():

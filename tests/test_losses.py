@@ -1,4 +1,4 @@
-"""Tests for ppo_exp.losses (and trainer.truncate_after_stop), with hand-worked values."""
+"""Tests for ppo_exp.ppo.losses (and trainer.truncate_after_stop), with hand-worked values."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from ppo_exp import losses
+from ppo_exp.ppo import losses
 
 # Hand constants used below.
 E_05 = 1.6487212707  # e^0.5
@@ -336,9 +336,9 @@ def test_logprobs_from_logits_by_hand():
 
 def _import_trainer():
     try:
-        import ppo_exp.trainer as trainer
+        import ppo_exp.ppo.trainer as trainer
     except Exception as exc:  # the trainer imports modules that may not exist yet
-        pytest.skip(f"ppo_exp.trainer not importable: {exc!r}")
+        pytest.skip(f"ppo_exp.ppo.trainer not importable: {exc!r}")
     return trainer
 
 

@@ -26,10 +26,10 @@ def test_smoke_run_is_tracked(tmp_path, mlflow_uri, base_model_path):
     assert run.data.params["model"] == "tiny-reviews"
     assert run.data.tags["ppo_exp.kind"] == "run"
     assert run.data.tags["ppo_exp.overrides"].startswith("train=smoke")
-    for name in ("eval/reward_mean", "objective/kl", "policy/clipfrac", "value/explained_var"):
+    for name in ("eval/reward_mean", "rollout/kl", "policy/clipfrac", "value/explained_var"):
         assert name in run.data.metrics
     client = MlflowClient()
-    history = client.get_metric_history(run.info.run_id, "objective/reward_mean")
+    history = client.get_metric_history(run.info.run_id, "rollout/reward_mean")
     assert [m.step for m in history] == [1, 2, 3]
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"config.yaml", "samples"} <= artifacts

@@ -30,9 +30,10 @@ from omegaconf import OmegaConf
 from optuna.trial import FrozenTrial, TrialState
 
 from ppo_exp.config import ConfigError
-from ppo_exp.study import REPO_STUDIES
 from ppo_exp.study.report import importances
 from ppo_exp.study.space import search_space
+
+REPO_STUDIES = Path(__file__).resolve().parents[1] / "studies"
 
 PARAMS = {"gamma", "lam", "clip_eps", "ppo_epochs", "lr"}  # studies/core.yaml
 # Tiny trials: a few seconds each. ppo_epochs is searched, so its range is narrowed
@@ -383,7 +384,7 @@ def test_pruner_stops_trials_at_their_first_report(wd):
         assert seed_run.info.status == "KILLED"
         steps = [m.step for m in client.get_metric_history(seed_run.info.run_id, "eval/score")]
         assert steps == [0, 1]  # the eval at iteration 1 pruned it: fewer than 3 iterations
-        history = client.get_metric_history(seed_run.info.run_id, "objective/reward_mean")
+        history = client.get_metric_history(seed_run.info.run_id, "rollout/reward_mean")
         assert len(history) < 3
 
 

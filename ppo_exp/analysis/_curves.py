@@ -8,12 +8,23 @@ import pandas as pd
 from mlflow.tracking import MlflowClient
 
 CURVE_METRICS = (
-    "objective/reward_mean",
-    "objective/kl",
-    "objective/entropy",
+    "rollout/reward_mean",
+    "rollout/kl",
+    "rollout/entropy",
     "policy/clipfrac",
     "value/explained_var",
 )
+# Stores written before the rollout statistics were renamed logged them as `objective/...`.
+OLD_NAMES = {"rollout/": "objective/"}
+
+
+def _history(client: MlflowClient, run_id: str, metric: str) -> list:
+    """A metric's history, read under its old name in stores that predate the rename."""
+    points = client.get_metric_history(run_id, metric)
+    for new, old in OLD_NAMES.items():
+        if not points and metric.startswith(new):
+            points = client.get_metric_history(run_id, old + metric.removeprefix(new))
+    return sorted(points, key=lambda m: m.step)
 
 
 def metric_histories(
@@ -35,7 +46,7 @@ def metric_histories(
         {"run_id": run_id, "step": point.step, "metric": metric, "value": point.value}
         for run_id in run_ids
         for metric in metrics
-        for point in sorted(client.get_metric_history(run_id, metric), key=lambda m: m.step)
+        for point in _history(client, run_id, metric)
     ]
     # rows are in the order asked for (runs, then metrics), so plots keep that order too
     return pd.DataFrame(rows, columns=["run_id", "step", "metric", "value"])

@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
-NOTEBOOKS = Path(__file__).resolve().parents[2] / "analysis"
-
 
 def notebook_path(name: str | Path) -> Path:
-    """A notebook given as a path, or by name from the repository's analysis/ folder."""
+    """A notebook given as a path, or by name from the shipped notebooks (analysis/)."""
     path = Path(name)
     if path.suffix == ".ipynb" and path.exists():
         return path
-    return NOTEBOOKS / f"{path.stem}.ipynb"
+    return Path(str(files("ppo_exp.notebooks"))) / f"{path.stem}.ipynb"
 
 
 def inject_parameters(notebook: Any, parameters: dict[str, Any]) -> Any:

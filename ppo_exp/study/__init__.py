@@ -1,18 +1,18 @@
 """Optuna studies over the run config, launched as `python -m ppo_exp.run -m study=NAME`.
 
-Each `studies/NAME.yaml` (in this repository, or in `./studies` where you run) is an
-option of the Hydra config group `study`: a `@package _global_` overlay that picks the
-study sweeper, its search space and objective, and the run settings its trials share.
+Each `studies/NAME.yaml` (shipped as the package `ppo_exp.studies`, or in `./studies`
+where you run) is an option of the Hydra config group `study`: a `@package _global_`
+overlay that picks the study sweeper, its search space and objective, and the run
+settings its trials share.
 """
 
 from __future__ import annotations
 
+from importlib.resources import files
 from pathlib import Path
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf
-
-REPO_STUDIES = Path(__file__).parents[2] / "studies"
 
 
 def register_studies() -> list[str]:
@@ -21,7 +21,8 @@ def register_studies() -> list[str]:
 
     store = ConfigStore.instance()
     names = []
-    for folder in (REPO_STUDIES, Path.cwd() / "studies"):
+    shipped = files("ppo_exp.studies")
+    for folder in (Path(str(shipped)), Path.cwd() / "studies"):
         for path in sorted(folder.glob("*.yaml")):
             store.store(
                 group="study", name=path.stem, node=OmegaConf.load(path), package="_global_"

@@ -33,7 +33,7 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
-from ppo_exp.data import generate_reviews
+from ppo_exp.task.prompts import generate_reviews
 
 logger = logging.getLogger("ppo_exp")
 

@@ -1,7 +1,7 @@
 """Study benchmarks that print figures: pruning against no pruning, and best against defaults.
 
-    python -m ppo_exp.bench_study pruning --workdir results --trials 60
-    python -m ppo_exp.bench_study confirm --workdir results/pruned --study core --seeds 0,1,2,3,4
+    python -m ppo_exp.bench.study pruning --workdir results --trials 60
+    python -m ppo_exp.bench.study confirm --workdir results/pruned --study core --seeds 0,1,2,3,4
 
 `pruning` runs studies/core.yaml twice side by side, one CPU core each, same sampler seed:
 as shipped (median pruner; first its own 20 trials, then resumed to --trials) in

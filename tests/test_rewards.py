@@ -1,4 +1,4 @@
-"""Tests for ppo_exp.reward: the vader, user-function and classifier scorers."""
+"""Tests for ppo_exp.task.rewards: the vader, user-function and classifier scorers."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import textwrap
 import pytest
 import torch
 
-from ppo_exp import reward
 from ppo_exp.config import RewardConfig
-from ppo_exp.reward import build_reward
+from ppo_exp.task import rewards
+from ppo_exp.task.rewards import build_reward
 
 # --- vader -------------------------------------------------------------------------------
 
@@ -252,7 +252,7 @@ def test_classifier_scores_are_the_label_logit(tmp_path, monkeypatch, special_to
     directory = tmp_path / "tiny-classifier"
     _save_tiny_classifier(directory, special_tokens)
     # Small batches so one call spans several, with different padding in each.
-    monkeypatch.setattr(reward, "CLASSIFIER_BATCH_SIZE", 2)
+    monkeypatch.setattr(rewards, "CLASSIFIER_BATCH_SIZE", 2)
     texts = [
         "great movie",
         "the movie was awful and i hated it",

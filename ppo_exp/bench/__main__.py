@@ -11,34 +11,13 @@ own MLflow store; the figures come from that store.
 from __future__ import annotations
 
 import argparse
-import os
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
 import mlflow
 from mlflow.tracking import MlflowClient
 
-
-def tracking_uri(workdir: Path) -> str:
-    """The MLflow store of a benchmark's working directory."""
-    return f"sqlite:///{workdir.resolve() / 'mlflow.db'}"
-
-
-def launch(workdir: Path, *args: str, env: dict[str, str] | None = None) -> float:
-    """Run `python -m ppo_exp.run ARGS` in workdir, tracked in its own MLflow store, with
-    its output appended to workdir/launch.log; return its wall time in seconds."""
-    workdir.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri(workdir), **(env or {})}
-    started = time.perf_counter()
-    with open(workdir / "launch.log", "a") as log:
-        subprocess.run(
-            [sys.executable, "-m", "ppo_exp.run", *args],
-            cwd=workdir, env=env, check=True, stdout=log, stderr=subprocess.STDOUT,
-        )
-    return time.perf_counter() - started
+from ppo_exp.bench import launch, tracking_uri
 
 
 def timed_run(workdir: Path, cache: Path | None, overrides: list[str]) -> float:
@@ -63,7 +42,7 @@ def summary(workdir: Path) -> dict[str, float]:
         "eval_reward_final": rewards[-1],
         "eval_reward_gain": rewards[-1] - rewards[0],
         "eval_kl_final": history("eval/kl")[-1],
-        "train_kl_max": max(history("objective/kl")),
+        "train_kl_max": max(history("rollout/kl")),
         "rollout_s_mean": sum(history("perf/rollout_s")) / len(history("perf/rollout_s")),
         "update_s_mean": sum(history("perf/update_s")) / len(history("perf/update_s")),
     }
@@ -96,7 +75,7 @@ def main() -> None:
         warm.mkdir()
         cache = None if args.warm_only else scratch / "cache"
         if args.warm_only:
-            from ppo_exp.base_model import tiny_model_path
+            from ppo_exp.task.base_model import tiny_model_path
 
             tiny_model_path()  # make sure the user cache is warm before timing
         seconds = timed_run(warm, cache, args.overrides)

@@ -23,13 +23,13 @@ import torch
 from tqdm.auto import tqdm
 from transformers.utils import logging as hf_logging
 
-from ppo_exp import losses
-from ppo_exp.base_model import load_causal_lm, tiny_model_path
 from ppo_exp.config import PPOConfig
-from ppo_exp.data import make_prompts
-from ppo_exp.gae import compute_gae
-from ppo_exp.models import ActorCritic, frozen_copy, position_ids_for
-from ppo_exp.reward import Scorer, build_reward
+from ppo_exp.ppo import losses
+from ppo_exp.ppo.gae import compute_gae
+from ppo_exp.ppo.models import ActorCritic, frozen_copy, position_ids_for
+from ppo_exp.task.base_model import load_causal_lm, tiny_model_path
+from ppo_exp.task.prompts import make_prompts
+from ppo_exp.task.rewards import Scorer, build_reward
 
 log = logging.getLogger("ppo_exp")
 hf_logging.disable_progress_bar()  # one progress bar, ours: not one per weight load
@@ -296,14 +296,14 @@ class PPOTrainer:
             kl = losses.kl_penalty(r.logprobs, r.ref_logprobs, cfg.kl_estimator) * r.mask
             kl_per_response = float(kl.sum(1).mean())
             metrics = {
-                "objective/reward_mean": float(r.scores.mean()),
-                "objective/reward_std": float(r.scores.std()),
-                "objective/kl": kl_per_response,
-                "objective/kl_coef": self.kl_coef,
-                "objective/entropy": float(losses.masked_mean(r.entropy, r.mask)),
-                "objective/response_length": float(r.mask.sum(1).mean()),
-                "objective/eos_rate": float(r.has_eos.float().mean()),
-                "objective/rlhf_reward": float(rewards.sum(1).mean()),
+                "rollout/reward_mean": float(r.scores.mean()),
+                "rollout/reward_std": float(r.scores.std()),
+                "rollout/kl": kl_per_response,
+                "rollout/kl_coef": self.kl_coef,
+                "rollout/entropy": float(losses.masked_mean(r.entropy, r.mask)),
+                "rollout/response_length": float(r.mask.sum(1).mean()),
+                "rollout/eos_rate": float(r.has_eos.float().mean()),
+                "rollout/rlhf_reward": float(rewards.sum(1).mean()),
                 "value/explained_var": losses.explained_variance(r.values, returns, r.mask),
                 "policy/lr": self.optimizer.param_groups[0]["lr"],
                 **update_metrics,
@@ -326,7 +326,7 @@ class PPOTrainer:
                 for tracker in trackers:
                     tracker.log_samples(self.samples_table(prompts, r), it)
             bar.set_postfix(
-                reward=f"{metrics['objective/reward_mean']:.3f}",
+                reward=f"{metrics['rollout/reward_mean']:.3f}",
                 kl=f"{kl_per_response:.2f}",
                 eval=f"{last['eval/reward_mean']:.3f}",
             )

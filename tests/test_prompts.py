@@ -4,7 +4,7 @@ import statistics
 import pytest
 from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
 
-from ppo_exp.data import generate_reviews, make_prompts
+from ppo_exp.task.prompts import generate_reviews, make_prompts
 
 
 @pytest.fixture(scope="module")

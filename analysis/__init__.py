@@ -1,0 +1,1 @@
+"""The analysis notebooks, installed as the package `ppo_exp.notebooks`."""

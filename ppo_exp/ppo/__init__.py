@@ -1,0 +1,2 @@
+"""The PPO algorithm for language models: pure maths (`gae`, `losses`), the actor-critic
+(`models`) and the training loop (`trainer`). It knows nothing of Hydra, MLflow or Optuna."""

@@ -1,0 +1,1 @@
+"""The shipped Optuna studies, installed as the package `ppo_exp.studies`."""

@@ -77,7 +77,7 @@ class PPOConfig:
 
     # --- optimiser (optim/): AdamW over policy and critic, and the replay schedule
     lr: float = 1e-4  # AdamW learning rate; > 0
-    lr_decay: bool = False  # decay lr linearly to 0 over the run
+    lr_decay: bool = False  # decay lr linearly from lr at the first update to 0 at the last
     adam_eps: float = 1e-5  # AdamW epsilon (CleanRL's value)
     ppo_epochs: int = 4  # replay count: passes over each rollout batch; >= 1
     num_minibatches: int = 4  # minibatches per pass; must divide batch_size

@@ -43,7 +43,11 @@ def train_and_track(cfg: DictConfig) -> dict[str, float]:
         started = time.perf_counter()
         try:
             # torch and transformers load with the trainer: its startup, not the harness's
+            from transformers.utils import logging as hf_logging
+
             from ppo_exp.ppo.trainer import train
+
+            hf_logging.disable_progress_bar()  # one progress bar, ours: none per weight load
 
             return train(ppo_cfg, [tracker, *([context.reporter()] if trial else [])])
         finally:

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from ppo_exp.config import PPOConfig
-from ppo_exp.ppo.trainer import PPOTrainer, train
+from ppo_exp.ppo.trainer import PPOTrainer, lr_factor, train
 from ppo_exp.task.base_model import load_causal_lm
 
 SMOKE = dict(iterations=3, batch_size=16, max_new_tokens=12, eval_every=0, eval_prompts=16)
@@ -64,7 +64,7 @@ def test_rollout_masks_after_the_stop_token_and_scores_the_last_real_token(base_
     for row, n in zip(r.response, lengths, strict=True):
         assert (row[n:] == pad).all()
         assert (row[: n - 1] != eos).all()
-    rewards, _, _ = trainer.advantages(r)
+    rewards = trainer.token_rewards(r)
     last = lengths - 1
     kl_part = rewards.clone()
     kl_part[torch.arange(16), last] -= r.scores
@@ -116,3 +116,17 @@ def test_any_local_hf_checkpoint_trains_with_a_shared_value_head(tmp_path, base_
     final = train(cfg)
     assert final["rollout/response_length"] > 0
     assert "value/explained_var" in final
+
+
+def test_lr_factor_decays_linearly_from_1_to_0_at_the_last_update():
+    assert [lr_factor(u, 5, decay=True) for u in range(5)] == [1.0, 0.75, 0.5, 0.25, 0.0]
+    assert [lr_factor(u, 5, decay=False) for u in range(5)] == [1.0] * 5
+    assert lr_factor(0, 1, decay=True) == 1.0  # a one-iteration run keeps its lr
+
+
+@pytest.mark.slow
+def test_lr_decay_logs_lr_down_to_0_at_the_last_iteration(base_model_path):
+    recorder = Recorder()
+    train(PPOConfig(**{**SMOKE, "lr_decay": True, "lr": 1e-4}), [recorder])
+    lrs = [recorder.metrics[it]["policy/lr"] for it in (1, 2, 3)]
+    assert lrs == pytest.approx([1e-4, 5e-5, 0.0])

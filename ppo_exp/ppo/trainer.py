@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import logging
-import random
 import time
 from collections.abc import Sequence
 from typing import NamedTuple, Protocol
@@ -21,7 +20,7 @@ import numpy as np
 import pandas as pd
 import torch
 from tqdm.auto import tqdm
-from transformers.utils import logging as hf_logging
+from transformers import set_seed
 
 from ppo_exp.config import PPOConfig
 from ppo_exp.ppo import losses
@@ -32,7 +31,6 @@ from ppo_exp.task.prompts import make_prompts
 from ppo_exp.task.rewards import Scorer, build_reward
 
 log = logging.getLogger("ppo_exp")
-hf_logging.disable_progress_bar()  # one progress bar, ours: not one per weight load
 
 TRAIN_PROMPTS = 2048  # distinct training prompts drawn from the review grammar
 SAMPLES_LOGGED = 16  # rows of the sample-generations table
@@ -67,18 +65,12 @@ class Rollout(NamedTuple):
     texts: list[str]  # decoded responses
 
 
-def set_seed(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
 class PPOTrainer:
     """Holds the models, the optimiser and the KL coefficient; `train()` runs the loop."""
 
     def __init__(self, cfg: PPOConfig):
         self.cfg = cfg
-        set_seed(cfg.seed)
+        set_seed(cfg.seed)  # python, numpy and torch
         path = cfg.model.path or tiny_model_path()
         policy, self.tokenizer = load_causal_lm(path)
         self.ref = frozen_copy(policy)
@@ -87,6 +79,10 @@ class PPOTrainer:
         # log-probs agree and the first ratio is exactly 1.
         self.optimizer = torch.optim.AdamW(
             self.model.parameters(), lr=cfg.lr, eps=cfg.adam_eps, weight_decay=0.0
+        )
+        # lr_decay: linear from lr at the first update to 0 at the last (CleanRL's anneal_lr)
+        self.lr_schedule = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda step: lr_factor(step, cfg.iterations, decay=cfg.lr_decay)
         )
         self.scorer: Scorer = build_reward(cfg.reward)
         self.kl_coef = cfg.kl_coef
@@ -156,31 +152,44 @@ class PPOTrainer:
 
     # -- 3-4. KL penalty and GAE -------------------------------------------------------
 
-    def advantages(self, r: Rollout) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Per-token rewards (B, T), then GAE advantages and returns (B, T) each."""
+    def token_kl(self, rollout: Rollout) -> torch.Tensor:
+        """KL to the reference per response token (B, T), 0 after the stop token."""
+        kl = losses.kl_penalty(rollout.logprobs, rollout.ref_logprobs, self.cfg.kl_estimator)
+        return kl * rollout.mask
+
+    def token_rewards(self, rollout: Rollout) -> torch.Tensor:
+        """Per-token rewards (B, T): the KL penalty on every token, the score on the last."""
         cfg = self.cfg
-        kl = losses.kl_penalty(r.logprobs, r.ref_logprobs, cfg.kl_estimator) * r.mask
-        rewards = -self.kl_coef * kl
+        rewards = -self.kl_coef * self.token_kl(rollout)
         # The score goes on the last real token (the stop token), not on the padding
         # slot after it (TRL issues 1893, 3750).
-        last = (r.mask.sum(1).long() - 1).clamp(min=0)  # (B,)
-        rewards[torch.arange(len(last)), last] += r.scores
+        last = (rollout.mask.sum(1).long() - 1).clamp(min=0)  # (B,)
+        rewards[torch.arange(len(last)), last] += rollout.scores
         if cfg.whiten_rewards:
-            rewards = losses.masked_whiten(rewards, r.mask, shift_mean=False)
-        advantages, returns = compute_gae(rewards, r.values, r.mask, gamma=cfg.gamma, lam=cfg.lam)
+            rewards = losses.masked_whiten(rewards, rollout.mask, shift_mean=False)
+        return rewards
+
+    def advantages(
+        self, rollout: Rollout, rewards: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """GAE advantages (whitened if set) and returns, (B, T) each."""
+        cfg = self.cfg
+        advantages, returns = compute_gae(
+            rewards, rollout.values, rollout.mask, gamma=cfg.gamma, lam=cfg.lam
+        )
         if cfg.whiten_advantages:
-            advantages = losses.masked_whiten(advantages, r.mask)
-        return rewards, advantages, returns
+            advantages = losses.masked_whiten(advantages, rollout.mask)
+        return advantages, returns
 
     # -- 5. replay epochs --------------------------------------------------------------
 
     def update(
-        self, r: Rollout, advantages: torch.Tensor, returns: torch.Tensor
+        self, rollout: Rollout, advantages: torch.Tensor, returns: torch.Tensor
     ) -> dict[str, float]:
         cfg = self.cfg
-        batch = len(r.scores)
+        batch = len(rollout.scores)
         minibatch = batch // cfg.num_minibatches
-        T = r.response.shape[1]
+        T = rollout.response.shape[1]
         stats: dict[str, list[float]] = {}
         epochs_run = 0
         for _ in range(cfg.ppo_epochs):
@@ -189,17 +198,17 @@ class PPOTrainer:
             epoch_kl = []
             for start in range(0, batch, minibatch):
                 i = order[start : start + minibatch]
-                mask = r.mask[i]
+                mask = rollout.mask[i]
                 logits, values = self.model(
-                    r.input_ids[i], r.attention_mask[i], r.position_ids[i], T
+                    rollout.input_ids[i], rollout.attention_mask[i], rollout.position_ids[i], T
                 )
                 logits = logits / cfg.temperature
-                logprobs = losses.logprobs_from_logits(logits, r.response[i])
+                logprobs = losses.logprobs_from_logits(logits, rollout.response[i])
                 pg_loss, pg = losses.policy_loss(
-                    logprobs, r.logprobs[i], advantages[i], mask, clip_eps=cfg.clip_eps
+                    logprobs, rollout.logprobs[i], advantages[i], mask, clip_eps=cfg.clip_eps
                 )
                 vf_loss, vf = losses.value_loss(
-                    values, r.values[i], returns[i], mask, value_clip_eps=cfg.value_clip_eps
+                    values, rollout.values[i], returns[i], mask, value_clip_eps=cfg.value_clip_eps
                 )
                 entropy = losses.masked_mean(losses.entropy_from_logits(logits), mask)
                 loss = pg_loss + cfg.vf_coef * vf_loss - cfg.ent_coef * entropy
@@ -244,21 +253,25 @@ class PPOTrainer:
         """Held-out prompts, sampled with a fixed seed so evals are comparable over time."""
         with torch.random.fork_rng():
             torch.manual_seed(self.cfg.seed + 1_000_003)
-            r = self.rollout(self.eval_prompts)
-        kl = losses.kl_penalty(r.logprobs, r.ref_logprobs, self.cfg.kl_estimator) * r.mask
+            rollout = self.rollout(self.eval_prompts)
+        kl = self.token_kl(rollout)
         metrics = {
-            "eval/reward_mean": float(r.scores.mean()),
-            "eval/reward_std": float(r.scores.std()),
+            "eval/reward_mean": float(rollout.scores.mean()),
+            "eval/reward_std": float(rollout.scores.std()),
             "eval/kl": float(kl.sum(1).mean()),
-            "eval/response_length": float(r.mask.sum(1).mean()),
+            "eval/response_length": float(rollout.mask.sum(1).mean()),
         }
         metrics["eval/score"] = metrics["eval/reward_mean"] - self.cfg.kl_coef * metrics["eval/kl"]
         return metrics
 
-    def samples_table(self, prompts: list[str], r: Rollout) -> pd.DataFrame:
+    def samples_table(self, prompts: list[str], rollout: Rollout) -> pd.DataFrame:
         n = min(SAMPLES_LOGGED, len(prompts))
         return pd.DataFrame(
-            {"prompt": prompts[:n], "response": r.texts[:n], "score": r.scores[:n].tolist()}
+            {
+                "prompt": prompts[:n],
+                "response": rollout.texts[:n],
+                "score": rollout.scores[:n].tolist(),
+            }
         )
 
     # -- the loop -------------------------------------------------------------------------
@@ -279,39 +292,39 @@ class PPOTrainer:
         eval_rewards: list[float] = []  # and held-out reward
         bar = tqdm(range(1, cfg.iterations + 1), desc="PPO", unit="it", dynamic_ncols=True)
         for it in bar:
-            if cfg.lr_decay:
-                for group in self.optimizer.param_groups:
-                    group["lr"] = cfg.lr * (1 - (it - 1) / cfg.iterations)
             t0 = time.perf_counter()
             picks = torch.randint(
                 len(self.train_prompts), (cfg.batch_size,), generator=self.prompt_rng
             )
             prompts = [self.train_prompts[i] for i in picks]
-            r = self.rollout(prompts)  # 1-2
-            rewards, advantages, returns = self.advantages(r)  # 3-4
+            rollout = self.rollout(prompts)  # 1-2
+            rewards = self.token_rewards(rollout)  # 3
+            advantages, returns = self.advantages(rollout, rewards)  # 4
             t1 = time.perf_counter()
-            update_metrics = self.update(r, advantages, returns)  # 5
+            update_metrics = self.update(rollout, advantages, returns)  # 5
             t2 = time.perf_counter()
 
-            kl = losses.kl_penalty(r.logprobs, r.ref_logprobs, cfg.kl_estimator) * r.mask
-            kl_per_response = float(kl.sum(1).mean())
+            kl_per_response = float(self.token_kl(rollout).sum(1).mean())
             metrics = {
-                "rollout/reward_mean": float(r.scores.mean()),
-                "rollout/reward_std": float(r.scores.std()),
+                "rollout/reward_mean": float(rollout.scores.mean()),
+                "rollout/reward_std": float(rollout.scores.std()),
                 "rollout/kl": kl_per_response,
                 "rollout/kl_coef": self.kl_coef,
-                "rollout/entropy": float(losses.masked_mean(r.entropy, r.mask)),
-                "rollout/response_length": float(r.mask.sum(1).mean()),
-                "rollout/eos_rate": float(r.has_eos.float().mean()),
+                "rollout/entropy": float(losses.masked_mean(rollout.entropy, rollout.mask)),
+                "rollout/response_length": float(rollout.mask.sum(1).mean()),
+                "rollout/eos_rate": float(rollout.has_eos.float().mean()),
                 "rollout/rlhf_reward": float(rewards.sum(1).mean()),
-                "value/explained_var": losses.explained_variance(r.values, returns, r.mask),
+                "value/explained_var": losses.explained_variance(
+                    rollout.values, returns, rollout.mask
+                ),
                 "policy/lr": self.optimizer.param_groups[0]["lr"],
                 **update_metrics,
                 "perf/rollout_s": t1 - t0,
                 "perf/update_s": t2 - t1,
-                "perf/tokens_per_s": float(r.mask.sum()) / (t2 - t0),
+                "perf/tokens_per_s": float(rollout.mask.sum()) / (t2 - t0),
             }
             self.update_kl_coef(kl_per_response)
+            self.lr_schedule.step()
             if it == cfg.iterations or (cfg.eval_every and it % cfg.eval_every == 0):
                 eval_metrics = self.evaluate()
                 eval_scores.append(eval_metrics["eval/score"])
@@ -324,7 +337,7 @@ class PPOTrainer:
             emit(metrics, it)
             if cfg.sample_every and (it % cfg.sample_every == 0 or it == cfg.iterations):
                 for tracker in trackers:
-                    tracker.log_samples(self.samples_table(prompts, r), it)
+                    tracker.log_samples(self.samples_table(prompts, rollout), it)
             bar.set_postfix(
                 reward=f"{metrics['rollout/reward_mean']:.3f}",
                 kl=f"{kl_per_response:.2f}",
@@ -337,6 +350,13 @@ class PPOTrainer:
 def train(cfg: PPOConfig, trackers: Sequence[Tracker] = ()) -> dict[str, float]:
     """Build the models for `cfg` and run the whole PPO training; return the final metrics."""
     return PPOTrainer(cfg).train(trackers)
+
+
+def lr_factor(update: int, iterations: int, *, decay: bool) -> float:
+    """Multiplier of `lr` at update 0..iterations-1: 1 throughout, or linear from 1 to 0."""
+    if not decay or iterations == 1:
+        return 1.0
+    return 1.0 - update / (iterations - 1)
 
 
 def truncate_after_stop(

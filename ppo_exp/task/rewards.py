@@ -15,8 +15,8 @@ decided by the caller, the trainer; a scorer just scores whatever texts it is gi
 
 from __future__ import annotations
 
-import importlib
 import os
+import pkgutil
 import sys
 from collections.abc import Callable
 
@@ -108,7 +108,7 @@ def _import_function(spec: str | None) -> Callable:
     module_name, attr_path = spec.split(":")
     _make_cwd_importable()
     try:
-        module = importlib.import_module(module_name)
+        target = pkgutil.resolve_name(spec)
     except ModuleNotFoundError as exc:
         # Only report "not found" when the named module itself is missing; a missing
         # dependency inside the user's module is their bug and its own error says more.
@@ -119,14 +119,11 @@ def _import_function(spec: str | None) -> Callable:
             f"{_FUNCTION_ACCEPTED}; module {module_name!r} was not found "
             f"(searched the current directory {os.getcwd()!r} and the installed packages)",
         ) from exc
-    target: object = module
-    for attr in attr_path.split("."):
-        if not hasattr(target, attr):
-            raise ConfigError(
-                "reward.function", spec,
-                f"{_FUNCTION_ACCEPTED}; module {module_name!r} has no attribute {attr_path!r}",
-            )
-        target = getattr(target, attr)
+    except AttributeError as exc:
+        raise ConfigError(
+            "reward.function", spec,
+            f"{_FUNCTION_ACCEPTED}; module {module_name!r} has no attribute {attr_path!r}",
+        ) from exc
     if not callable(target):
         raise TypeError(
             f"invalid config: reward.function={spec!r} is a {type(target).__name__}, "

@@ -11,7 +11,6 @@ import atexit
 import contextlib
 import logging
 import os
-import subprocess
 import traceback
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +22,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from mlflow.tracking import MlflowClient
+from mlflow.tracking.context.registry import resolve_tags
 from omegaconf import DictConfig, OmegaConf
 
 from ppo_exp.config import MlflowConfig, PPOConfig, hyperparameters
@@ -47,21 +47,6 @@ def configure(cfg: MlflowConfig | DictConfig) -> str:
     if cfg.tracking_uri:
         mlflow.set_tracking_uri(cfg.tracking_uri)
     return mlflow.set_experiment(cfg.experiment).experiment_id
-
-
-def git_commit() -> str | None:
-    """The commit of the ppo_exp checkout, if it is one (recorded for reproducibility)."""
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            cwd=Path(__file__).parent,
-            capture_output=True,
-            text=True,
-            timeout=5,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() if out.returncode == 0 else None
 
 
 def job_overrides() -> list[str]:
@@ -91,8 +76,6 @@ def start_run(
     configure(cfg.mlflow)
     overrides = job_overrides()
     all_tags = {"ppo_exp.kind": "run", "ppo_exp.overrides": " ".join(overrides)}
-    if commit := git_commit():
-        all_tags["mlflow.source.git.commit"] = commit
     if HydraConfig.initialized():
         all_tags["ppo_exp.output_dir"] = HydraConfig.get().runtime.output_dir
     if parent := os.environ.get(PARENT_RUN_ENV):
@@ -136,10 +119,8 @@ class SweepParentRun(Callback):
         experiment_id = configure(config.mlflow)
         sweep_dir = config.hydra.sweep.dir
         tags = {"ppo_exp.kind": "sweep", "ppo_exp.sweep_dir": str(sweep_dir)}
-        if commit := git_commit():
-            tags["mlflow.source.git.commit"] = commit
         run = MlflowClient().create_run(
-            experiment_id, run_name=f"sweep {Path(sweep_dir).name}", tags=tags
+            experiment_id, run_name=f"sweep {Path(sweep_dir).name}", tags=resolve_tags(tags)
         )
         self.run_id = run.info.run_id
         os.environ[PARENT_RUN_ENV] = self.run_id

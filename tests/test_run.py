@@ -26,6 +26,8 @@ def test_smoke_run_is_tracked(tmp_path, mlflow_uri, base_model_path):
     assert run.data.params["model"] == "tiny-reviews"
     assert run.data.tags["ppo_exp.kind"] == "run"
     assert run.data.tags["ppo_exp.overrides"].startswith("train=smoke")
+    # MLflow's own context tags: the commit of this checkout, for reproducibility
+    assert len(run.data.tags["mlflow.source.git.commit"]) == 40
     for name in ("eval/reward_mean", "rollout/kl", "policy/clipfrac", "value/explained_var"):
         assert name in run.data.metrics
     client = MlflowClient()
@@ -43,6 +45,7 @@ def test_multirun_makes_one_run_per_value_under_a_parent(tmp_path, mlflow_uri, b
     (parent,) = [r for r in all_runs if r.data.tags["ppo_exp.kind"] == "sweep"]
     jobs = [r for r in all_runs if r.data.tags["ppo_exp.kind"] == "run"]
     assert parent.info.status == "FINISHED"
+    assert len(parent.data.tags["mlflow.source.git.commit"]) == 40
     assert sorted(r.data.params["clip_eps"] for r in jobs) == ["0.1", "0.2"]
     assert {r.data.tags["mlflow.parentRunId"] for r in jobs} == {parent.info.run_id}
     assert all(r.info.status == "FINISHED" for r in jobs)

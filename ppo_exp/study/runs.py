@@ -14,10 +14,11 @@ from typing import Any
 import optuna
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
+from mlflow.tracking.context.registry import resolve_tags
 from omegaconf import DictConfig, OmegaConf
 from optuna.trial import FrozenTrial, TrialState
 
-from ppo_exp.tracking import configure, git_commit
+from ppo_exp.tracking import configure
 
 PARENT_ATTR = "mlflow_parent_run_id"  # where the study remembers its parent run
 TRIAL_RUN_ATTR = "mlflow_run_id"  # where a trial remembers its MLflow run
@@ -43,9 +44,10 @@ def study_parent_run(study: optuna.Study, config: DictConfig, settings: Any) -> 
         except MlflowException:
             pass  # the study outlived its tracking store: start a new parent there
     tags = {"ppo_exp.kind": "study", "ppo_exp.study": study.study_name}
-    if commit := git_commit():
-        tags["mlflow.source.git.commit"] = commit
-    run = client.create_run(experiment_id, run_name=f"study {study.study_name}", tags=tags)
+    # MLflow's own context tags (user, source, git commit), as `mlflow.start_run` adds
+    run = client.create_run(
+        experiment_id, run_name=f"study {study.study_name}", tags=resolve_tags(tags)
+    )
     run_id = run.info.run_id
     for key in ("n_trials", "seeds", "objectives", "sampler", "pruner", "storage"):
         client.log_param(run_id, f"study.{key}", str(getattr(settings, key)))

@@ -185,7 +185,7 @@ def validate(cfg: PPOConfig) -> None:
     )
 
 
-def hyperparameters(cfg: PPOConfig) -> dict[str, object]:
+def mlflow_params(cfg: PPOConfig) -> dict[str, object]:
     """The flat settings logged as MLflow params: top-level scalars, plus model and reward names."""
     params = {f.name: getattr(cfg, f.name) for f in fields(cfg) if f.name not in _SECTIONS}
     params["model"] = cfg.model.name or cfg.model.path

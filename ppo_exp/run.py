@@ -21,7 +21,7 @@ log = logging.getLogger("ppo_exp")
 register_studies()  # studies/*.yaml become the `study` config group
 
 
-def load(cfg: DictConfig) -> PPOConfig:
+def validated(cfg: DictConfig) -> PPOConfig:
     """Validate the composed config; a bad value exits with one line naming it."""
     try:
         return to_config(cfg)
@@ -32,7 +32,7 @@ def load(cfg: DictConfig) -> PPOConfig:
 
 def train_and_track(cfg: DictConfig) -> dict[str, float]:
     """Validate `cfg`, train with MLflow tracking, and return the final metrics."""
-    ppo_cfg = load(cfg)
+    ppo_cfg = validated(cfg)
     # Imported here so a bad config fails fast, before torch and transformers load.
     from ppo_exp import tracking
     from ppo_exp.study import context

@@ -25,7 +25,7 @@ from mlflow.tracking import MlflowClient
 from mlflow.tracking.context.registry import resolve_tags
 from omegaconf import DictConfig, OmegaConf
 
-from ppo_exp.config import MlflowConfig, PPOConfig, hyperparameters
+from ppo_exp.config import MlflowConfig, PPOConfig, mlflow_params
 
 log = logging.getLogger("ppo_exp")
 
@@ -81,7 +81,7 @@ def start_run(
     if parent := os.environ.get(PARENT_RUN_ENV):
         all_tags["mlflow.parentRunId"] = parent
     with mlflow.start_run(run_name=name or run_name(overrides), tags=all_tags) as run:
-        mlflow.log_params(hyperparameters(cfg))
+        mlflow.log_params(mlflow_params(cfg))
         mlflow.log_dict(OmegaConf.to_container(resolved, resolve=True), "config.yaml")
         log.info(
             "MLflow run %s (%s) in %s",

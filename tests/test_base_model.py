@@ -45,7 +45,7 @@ def test_cache_is_reused(tmp_path, quick_recipe, monkeypatch):
     def fail(*args):
         raise AssertionError("rebuilt a cached model")
 
-    monkeypatch.setattr(base_model, "_build", fail)
+    monkeypatch.setattr(base_model, "_build_and_save", fail)
     assert tiny_model_path(tmp_path) == first
 
 
@@ -61,22 +61,22 @@ def test_interrupted_build_leaves_no_cache(tmp_path, quick_recipe, monkeypatch):
         (out_dir / "config.json").write_text("{")  # half-written
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(base_model, "_build", interrupted)
+    monkeypatch.setattr(base_model, "_build_and_save", interrupted)
     with pytest.raises(KeyboardInterrupt):
         tiny_model_path(tmp_path)
     assert list(tmp_path.iterdir()) == []
 
 
 def test_concurrent_build_keeps_the_first_finished(tmp_path, quick_recipe, monkeypatch):
-    real_build = base_model._build
+    real_build_and_save = base_model._build_and_save
 
     def build_while_another_process_finishes(out_dir, recipe):
-        real_build(out_dir, recipe)
+        real_build_and_save(out_dir, recipe)
         target = tmp_path / f"tiny-reviews-{base_model._recipe_hash(recipe)}"
         target.mkdir()
         (target / "winner").write_text("the other worker")
 
-    monkeypatch.setattr(base_model, "_build", build_while_another_process_finishes)
+    monkeypatch.setattr(base_model, "_build_and_save", build_while_another_process_finishes)
     path = tiny_model_path(tmp_path)
     assert (path / "winner").exists()
     assert list(tmp_path.iterdir()) == [path]

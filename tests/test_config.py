@@ -9,7 +9,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from ppo_exp.config import ConfigError, PPOConfig, hyperparameters, to_config
+from ppo_exp.config import ConfigError, PPOConfig, mlflow_params, to_config
 
 CONF = Path(__file__).parents[1] / "conf"
 GROUPS = sorted(p.name for p in CONF.iterdir() if p.is_dir())
@@ -87,7 +87,7 @@ def test_preset_without_its_required_value_is_a_config_error(preset, key):
 
 
 def test_hyperparameters_are_flat_and_named_like_the_config_keys():
-    params = hyperparameters(PPOConfig())
+    params = mlflow_params(PPOConfig())
     for key in ("gamma", "lam", "clip_eps", "ppo_epochs", "lr", "vf_coef", "ent_coef", "kl_coef"):
         assert key in params
     assert params["model"] == "tiny-reviews" and params["reward"] == "vader"

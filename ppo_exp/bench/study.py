@@ -33,7 +33,7 @@ ONE_THREAD = {"OMP_NUM_THREADS": "1"}  # two studies side by side on a 2-core ma
 RESULTS = ("eval/reward_mean", "eval/kl", "eval/score", "eval/score_auc", "eval/reward_auc")
 
 
-def load(workdir: Path, name: str) -> optuna.Study:
+def load_study(workdir: Path, name: str) -> optuna.Study:
     mlflow.set_tracking_uri(tracking_uri(workdir))
     return optuna.load_study(study_name=name, storage=f"sqlite:///{workdir / 'optuna.db'}")
 
@@ -81,12 +81,12 @@ def pruning(workdir: Path, trials: int, overrides: list[str]) -> None:
     for worker in workers:
         worker.join()
 
-    on = load(pruned_dir, "core").trials
+    on = load_study(pruned_dir, "core").trials
     train = sum(t.user_attrs["train_seconds"] for t in on[:SHIPPED_TRIALS])
     print(f"studies/core.yaml, {SHIPPED_TRIALS} trials, one worker (one thread): "
           f"{walls['shipped'] / 60:.1f} min wall, harness overhead "
           f"{100 * (1 - train / walls['shipped']):.1f}% (1 - trainer time / wall)")
-    off = load(unpruned_dir, "core_unpruned").trials
+    off = load_study(unpruned_dir, "core_unpruned").trials
     for name, study_trials, wall in (
         ("pruned", on, walls["shipped"] + walls["resumed"]), ("unpruned", off, walls["unpruned"])
     ):
@@ -106,7 +106,7 @@ def pruning(workdir: Path, trials: int, overrides: list[str]) -> None:
 
 
 def confirm(workdir: Path, study_name: str, seeds: str, overrides: list[str]) -> None:
-    trials = load(workdir, study_name).trials
+    trials = load_study(workdir, study_name).trials
     configs = {"defaults (conf/)": {}}
     for pool in (trials[:SHIPPED_TRIALS], trials):
         trial = best(pool)

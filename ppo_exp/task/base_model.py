@@ -141,7 +141,7 @@ def _pretrain(model: GPT2LMHeadModel, tokens: torch.Tensor, pad_id: int, recipe:
     model.eval()
 
 
-def _build(out_dir: Path, recipe: Recipe) -> None:
+def _build_and_save(out_dir: Path, recipe: Recipe) -> None:
     """Generate the corpus, train tokenizer and model, and save both into `out_dir`."""
     torch.manual_seed(recipe.seed)
     reviews = generate_reviews(recipe.corpus_size, seed=recipe.corpus_seed)
@@ -194,7 +194,7 @@ def tiny_model_path(cache_dir: Path | None = None) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=cache_dir))
     try:
         logger.info("building the tiny review model (about a minute, done once) into %s", target)
-        _build(tmp, RECIPE)
+        _build_and_save(tmp, RECIPE)
         try:
             os.rename(tmp, target)
         except OSError:

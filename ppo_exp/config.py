@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, fields
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
+REWARD_KINDS = ("vader", "function", "classifier")  # see ppo_exp/task/rewards.py
 # Every metric the trainer logs starts with one of these (documented in the README).
 METRIC_PREFIXES = ("rollout/", "policy/", "value/", "loss/", "perf/", "eval/")
 
@@ -37,11 +38,14 @@ class ModelConfig:
 @dataclass
 class RewardConfig:
     name: str | None = "vader"  # logged as the MLflow param `reward`; null = function or path
-    kind: str = "vader"  # "vader" | "function" | "classifier"
+    kind: str = "vader"  # one of REWARD_KINDS: "vader" | "function" | "classifier"
     function: str | None = None  # kind=function: "module:function", list[str] -> list[float]
     path: str | None = None  # kind=classifier: HF sequence-classification dir or hub id
     label: int = 1  # kind=classifier: index of the class whose logit is the score
     text: str = "response"  # what is scored: "response", or "full" (prompt + response)
+
+    def __post_init__(self) -> None:
+        validate_reward(self)
 
 
 @dataclass
@@ -163,24 +167,27 @@ def validate(cfg: PPOConfig) -> None:
         cfg.model.value_model,
         "'separate' or 'shared'",
     )
-    kinds = ("vader", "function", "classifier")
-    _check(cfg.reward.kind in kinds, "reward.kind", cfg.reward.kind, " | ".join(kinds))
+
+
+def validate_reward(cfg: RewardConfig) -> None:
+    """Raise `ConfigError` for a reward setting out of range (on every RewardConfig)."""
+    _check(cfg.kind in REWARD_KINDS, "reward.kind", cfg.kind, " | ".join(REWARD_KINDS))
     _check(
-        cfg.reward.kind != "function" or (cfg.reward.function or "").count(":") == 1,
+        cfg.kind != "function" or (cfg.function or "").count(":") == 1,
         "reward.function",
-        cfg.reward.function,
+        cfg.function,
         "'module:function' when reward.kind=function",
     )
     _check(
-        cfg.reward.kind != "classifier" or bool(cfg.reward.path),
+        cfg.kind != "classifier" or bool(cfg.path),
         "reward.path",
-        cfg.reward.path,
+        cfg.path,
         "a model dir or hub id when reward.kind=classifier",
     )
     _check(
-        cfg.reward.text in ("response", "full"),
+        cfg.text in ("response", "full"),
         "reward.text",
-        cfg.reward.text,
+        cfg.text,
         "'response' or 'full'",
     )
 

@@ -42,20 +42,14 @@ def build_reward(cfg: RewardConfig) -> Scorer:
         A callable mapping a list of N texts to a float32 CPU tensor of shape (N,).
 
     Raises:
-        ConfigError: `cfg.kind` is unknown, or a setting it needs is missing or invalid.
+        ConfigError: the function or classifier named cannot be used.
         TypeError: the `reward.function` target is not callable.
     """
     if cfg.kind == "vader":
         return _vader_scorer()
     if cfg.kind == "function":
         return _function_scorer(cfg.function)
-    if cfg.kind == "classifier":
-        if not cfg.path:
-            raise ConfigError(
-                "reward.path", cfg.path, "a model dir or hub id when reward.kind=classifier"
-            )
-        return _classifier_scorer(cfg.path, cfg.label)
-    raise ConfigError("reward.kind", cfg.kind, "'vader' | 'function' | 'classifier'")
+    return _classifier_scorer(cfg.path, cfg.label)  # `cfg` is validated: kind is classifier
 
 
 # --- vader -------------------------------------------------------------------------------

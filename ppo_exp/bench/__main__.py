@@ -1,90 +1,104 @@
-"""Benchmarks that print figures (not timed tests): the default run, cold and warm.
+"""The benchmark suite: figures, printed as a table and written as JSON (never timed tests).
 
-    python -m ppo_exp.bench              # cold (fresh model cache) and warm default runs
-    python -m ppo_exp.bench --warm-only  # only the warm run
-    python -m ppo_exp.bench -- iterations=20 clip_eps=0.1   # extra overrides for the run
+    python -m ppo_exp.bench phases            # ppo_exp's seconds per phase of an iteration
+    python -m ppo_exp.bench floor             # ... side by side with the eager floor
+    python -m ppo_exp.bench trl               # ... and with TRL 1.12 (its own venv, README)
+    python -m ppo_exp.bench scaling           # scaling tables (batch, length, model, threads)
+    python -m ppo_exp.bench run               # the default run through the real command
 
-Each run is the real command, `python -m ppo_exp.run`, in a scratch directory with its
-own MLflow store; the figures come from that store.
+Options (phases, floor, trl, scaling): --rounds N (alternated runs per system),
+--iterations N, --threads N, --batch-size N, --max-new-tokens N, --shape NAME,
+--reward classifier|vader, --value-model separate|shared, --fused-floor, --json PATH,
+--trl-python PATH, --quick (tiny shapes, for the smoke test).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import sys
 import tempfile
 from pathlib import Path
 
-import mlflow
-from mlflow.tracking import MlflowClient
+from ppo_exp.bench.models import SHAPES
+from ppo_exp.bench.scaling import scaling, scaling_table
+from ppo_exp.bench.suite import TRL_PYTHON_ENV, Spec, load, phase_table, side_by_side, trl_python
 
-from ppo_exp.bench import launch, tracking_uri
-
-
-def timed_run(workdir: Path, cache: Path | None, overrides: list[str]) -> float:
-    """Run the default job once; return its wall time in seconds."""
-    env = {"PPO_EXP_CACHE": str(cache)} if cache is not None else None
-    return launch(workdir, "hydra.run.dir=outputs/bench", *overrides, env=env)
-
-
-def summary(workdir: Path) -> dict[str, float]:
-    """Base and final held-out reward, KL and per-iteration timings of the run in workdir."""
-    mlflow.set_tracking_uri(tracking_uri(workdir))
-    (run,) = mlflow.search_runs(experiment_names=["ppo_exp"], output_format="list")
-    client = MlflowClient()
-
-    def history(name: str) -> list[float]:
-        return [m.value for m in client.get_metric_history(run.info.run_id, name)]
-
-    rewards = history("eval/reward_mean")
-    return {
-        "iterations": len(history("perf/rollout_s")),
-        "eval_reward_base": rewards[0],
-        "eval_reward_final": rewards[-1],
-        "eval_reward_gain": rewards[-1] - rewards[0],
-        "eval_kl_final": history("eval/kl")[-1],
-        "train_kl_max": max(history("rollout/kl")),
-        "rollout_s_mean": sum(history("perf/rollout_s")) / len(history("perf/rollout_s")),
-        "update_s_mean": sum(history("perf/update_s")) / len(history("perf/update_s")),
-    }
+MODES = ("phases", "floor", "trl", "scaling")
+TRL_SETUP = (
+    "TRL is not installed: the trl mode needs TRL 1.12 in its own virtual environment, e.g.\n"
+    "  python -m venv --system-site-packages .trl-venv\n"
+    "  .trl-venv/bin/pip install --dry-run trl==1.12.0   # check that it keeps your torch\n"
+    "  .trl-venv/bin/pip install trl==1.12.0\n"
+    f"then pass --trl-python .trl-venv/bin/python (or set {TRL_PYTHON_ENV}). Skipping TRL."
+)
 
 
-def samples(workdir: Path, n: int = 5) -> list[str]:
-    """The first rows of the run's last sample-generations table."""
-    mlflow.set_tracking_uri(tracking_uri(workdir))
-    client = MlflowClient()
-    (run,) = mlflow.search_runs(experiment_names=["ppo_exp"], output_format="list")
-    tables = sorted(a.path for a in client.list_artifacts(run.info.run_id, "samples"))
-    table = mlflow.artifacts.load_dict(f"{run.info.artifact_uri}/{tables[-1]}")
-    rows = [dict(zip(table["columns"], row, strict=True)) for row in table["data"][:n]]
-    return [f"{r['prompt']} |{r['response']}  ({r['score']:+.2f})" for r in rows]
+def parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m ppo_exp.bench",
+                                     description=__doc__.splitlines()[0])
+    parser.add_argument("mode", choices=MODES)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--iterations", type=int, default=4)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--max-new-tokens", type=int, default=24)
+    parser.add_argument("--shape", choices=SHAPES, default="tiny")
+    parser.add_argument("--reward", choices=("classifier", "vader"), default="classifier")
+    parser.add_argument("--value-model", choices=("separate", "shared"), default="separate")
+    parser.add_argument("--fused-floor", action="store_true", help="AdamW(fused=True) in the floor")
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument("--trl-python", help=f"TRL's interpreter (default ${TRL_PYTHON_ENV})")
+    parser.add_argument("--workdir", type=Path, help="keep bench models here (default: scratch)")
+    parser.add_argument("--quick", action="store_true", help="tiny shapes: a smoke run")
+    return parser.parse_args(argv)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--warm-only", action="store_true", help="skip the cold-cache run")
-    parser.add_argument("overrides", nargs="*", help="Hydra overrides for the runs")
-    args = parser.parse_args()
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] == "run" or argv[0] not in MODES and not argv[0].startswith("-h"):
+        from ppo_exp.bench import runs
+
+        runs.main(argv[1:] if argv and argv[0] == "run" else argv)
+        return
+    args = parse(argv)
+    spec = Spec(shape=args.shape, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
+                iterations=args.iterations, threads=args.threads, reward_kind=args.reward,
+                value_model=args.value_model, fused=args.fused_floor)
+    if args.quick:
+        spec = Spec(shape=args.shape, batch_size=8, max_new_tokens=6, ppo_epochs=1,
+                    num_minibatches=2, iterations=2, eval_prompts=8, mlflow=False,
+                    threads=args.threads, reward_kind=args.reward, fused=args.fused_floor)
+    systems = {"phases": ("ppo_exp",), "floor": ("ppo_exp", "floor"),
+               "trl": ("ppo_exp", "floor", "trl"), "scaling": ()}[args.mode]
+    trl = trl_python(args.trl_python)
+    if args.mode == "trl" and trl is None:
+        print(TRL_SETUP)
+        systems = ("ppo_exp", "floor")
     with tempfile.TemporaryDirectory() as scratch:
-        scratch = Path(scratch)
-        if not args.warm_only:
-            cold = scratch / "cold"
-            cold.mkdir()
-            seconds = timed_run(cold, scratch / "cache", args.overrides)
-            print(f"cold run (builds the base model): {seconds:6.1f} s wall")
-        warm = scratch / "warm"
-        warm.mkdir()
-        cache = None if args.warm_only else scratch / "cache"
-        if args.warm_only:
-            from ppo_exp.task.base_model import tiny_model_path
-
-            tiny_model_path()  # make sure the user cache is warm before timing
-        seconds = timed_run(warm, cache, args.overrides)
-        print(f"warm run:                         {seconds:6.1f} s wall")
-        for key, value in summary(warm).items():
-            print(f"  {key:20s} {value:8.3f}")
-        print("  samples (last table):")
-        for line in samples(warm):
-            print(f"    {line}")
+        root = args.workdir or Path(scratch)
+        root.mkdir(parents=True, exist_ok=True)
+        before = load()
+        if args.mode == "scaling":
+            rows = scaling(spec, root=root, rounds=args.rounds, quick=args.quick)
+            print(scaling_table(rows))
+            figures: dict = {"mode": "scaling", "rows": rows}
+        else:
+            summaries = side_by_side(spec, systems, rounds=args.rounds, root=root, trl=trl)
+            print(phase_table(summaries))
+            figures = {"mode": args.mode, "summaries": summaries}
+            if "trl" in summaries:
+                ours, theirs = summaries["ppo_exp"]["wall_s"], summaries["trl"]
+                print(f"per update: ppo_exp / TRL = {ours / theirs['wall_s']:.2f}; "
+                      f"without TRL's gc.collect {ours / theirs['wall_without_gc_s']:.2f} "
+                      f"(TRL's optimiser: {theirs['trl_optimizer']})")
+        after = load()
+    print(f"machine: {before} before, {after} after; {spec.threads} thread(s) per run, "
+          f"{args.rounds} alternated round(s), medians over iterations 2..{spec.iterations}")
+    if args.json:
+        figures.update(spec=vars(spec), load_before=before, load_after=after)
+        args.json.write_text(json.dumps(figures, indent=1, default=str))
+        print(f"figures written to {args.json}")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,110 @@
+"""The eager floor: the least work plain PyTorch needs for one PPO iteration.
+
+Per iteration, on the same checkpoints and shapes as the trainer: one `generate` with
+the KV cache; one forward of each model (policy, reference, critic, reward) on prompt +
+response; then `ppo_epochs * num_minibatches` times a policy and critic forward, a
+minimal loss, a backward pass and an AdamW step. No masking, statistics, clipping or
+logging: every figure of the trainer is also a ratio to this.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from typing import Any
+
+from ppo_exp.bench.clock import PHASES, PhaseClock, current_rss_mb, peak_rss_mb, to_phases
+
+
+def run(spec: dict[str, Any]) -> dict[str, Any]:
+    """Run the floor per `spec` (see `suite.Spec`) and return per-iteration phase timings."""
+    started = time.perf_counter()
+    import torch
+    import torch.nn.functional as F
+    from transformers import (
+        AutoModelForCausalLM,
+        AutoModelForSequenceClassification,
+        AutoTokenizer,
+    )
+
+    torch.set_num_threads(spec["threads"])
+    imports_s = time.perf_counter() - started
+    rss_after_imports = current_rss_mb()
+    torch.manual_seed(spec["seed"])
+
+    t0 = time.perf_counter()
+    tok = AutoTokenizer.from_pretrained(spec["policy"])
+    tok.padding_side = "left"
+    policy = AutoModelForCausalLM.from_pretrained(spec["policy"]).eval()
+    ref = copy.deepcopy(policy).requires_grad_(False)
+    critic = copy.deepcopy(policy.base_model)
+    value_head = torch.nn.Linear(policy.config.hidden_size, 1)
+    reward = AutoModelForSequenceClassification.from_pretrained(spec["reward"]).eval()
+    params = [*policy.parameters(), *critic.parameters(), *value_head.parameters()]
+    optimizer = torch.optim.AdamW(params, lr=1e-4, eps=1e-5, fused=spec.get("fused", False))
+    init_s = time.perf_counter() - t0
+
+    clock = PhaseClock()
+    prompts = spec["prompts"]
+    B, T_max = spec["batch_size"], spec["max_new_tokens"]
+    minibatch = B // spec["num_minibatches"]
+    iterations = []
+    for it in range(1, spec["iterations"] + 1):
+        began = time.perf_counter()
+        picks = [prompts[(it * B + i) % len(prompts)] for i in range(B)]
+        enc = tok(picks, return_tensors="pt", padding=True)
+        with torch.inference_mode():
+            ids = clock.wrap("generate", policy.generate)(
+                **enc, do_sample=True, temperature=0.7, top_k=0, top_p=1.0,
+                max_new_tokens=T_max, pad_token_id=tok.pad_token_id,
+                eos_token_id=tok.eos_token_id,
+            )  # (B, L)
+            T = ids.shape[1] - enc.input_ids.shape[1]
+            mask = torch.cat([enc.attention_mask, torch.ones_like(ids[:, -T:])], dim=1)
+            kw = dict(input_ids=ids, attention_mask=mask)
+            clock.wrap("score_policy", policy)(**kw, logits_to_keep=T + 1)
+            clock.wrap("score_reference", ref)(**kw, logits_to_keep=T + 1)
+            clock.wrap("score_critic", critic)(**kw)
+            clock.wrap("score_reward", reward)(**kw)
+        b = {"ids": ids.clone(), "mask": mask.clone(), "response": ids[:, -T:].clone(),
+             "advantages": torch.randn(B, T), "returns": torch.randn(B, T), "T": T}
+
+        def forward(i, b=b):
+            kw = dict(input_ids=b["ids"][i], attention_mask=b["mask"][i])
+            logits = policy(**kw, logits_to_keep=b["T"] + 1).logits
+            return logits, critic(**kw).last_hidden_state
+
+        def loss_of(i, logits, hidden, b=b):
+            logp = F.log_softmax(logits[:, :-1], -1).gather(2, b["response"][i].unsqueeze(-1))
+            values = value_head(hidden[:, -b["T"] - 1 : -1]).squeeze(-1)
+            pg = -(logp.squeeze(-1) * b["advantages"][i]).mean()
+            return pg + 0.1 * ((values - b["returns"][i]) ** 2).mean()
+
+        for _ in range(spec["ppo_epochs"]):
+            order = torch.randperm(B)
+            for start in range(0, B, minibatch):
+                i = order[start : start + minibatch]
+                logits, hidden = clock.wrap("update_forward", forward)(i)
+                loss = clock.wrap("update_loss", loss_of)(i, logits, hidden)
+                optimizer.zero_grad(set_to_none=True)
+                clock.wrap("update_backward", loss.backward)()
+                clock.wrap("update_step", optimizer.step)()
+        wall = time.perf_counter() - began
+        iterations.append(
+            {
+                "step": it,
+                "wall_s": wall,
+                "phases": to_phases(clock.take(), wall, {p: p for p in PHASES}),
+                "response_tokens": B * T,
+            }
+        )
+    return {
+        "system": "floor",
+        "iterations": iterations,
+        "imports_s": imports_s,
+        "init_s": init_s,
+        "harness_s": 0.0,
+        "rss_after_imports_mb": rss_after_imports,
+        "peak_rss_mb": peak_rss_mb(),
+        "threads": torch.get_num_threads(),
+    }

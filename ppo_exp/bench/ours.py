@@ -1,0 +1,158 @@
+"""ppo_exp's own trainer, timed phase by phase, in a process of its own.
+
+The trainer is not modified: its parts are wrapped (see `clock.PhaseClock`) for the
+duration of the run, so the figures are those of the code users run. An iteration ends
+when the trainer hands its metrics to the trackers; `eval` (held-out sampling) is timed
+apart and left out of the per-iteration figures.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import tempfile
+import time
+from typing import Any
+
+from ppo_exp.bench.clock import PhaseClock, current_rss_mb, patched, peak_rss_mb, to_phases
+
+# Where each wrapped call's time goes (see `clock.to_phases`).
+MAPPING = {
+    "rollout": "rollout_other",
+    "rollout/generate": "generate",
+    "rollout/actor_critic": "rollout_other",  # the value head, under the two trunks
+    "rollout/actor_critic/policy": "score_policy",
+    "rollout/actor_critic/critic": "score_critic",
+    "rollout/reference": "score_reference",
+    "rollout/reward": "score_reward",
+    "gae": "gae",
+    "update": "update_loss",
+    "update/actor_critic": "update_forward",
+    "update/backward": "update_backward",
+    "update/clip": "update_clip",
+    "update/optimizer_step": "update_step",
+    "logging": "logging",
+}
+
+
+def run(spec: dict[str, Any]) -> dict[str, Any]:
+    """Train per `spec` (see `suite.Spec`) and return per-iteration phase timings."""
+    started = time.perf_counter()
+    import torch
+
+    from ppo_exp.config import ModelConfig, PPOConfig, RewardConfig
+    from ppo_exp.ppo import trainer as trainer_module
+
+    torch.set_num_threads(spec["threads"])
+    imports_s = time.perf_counter() - started
+    rss_after_imports = current_rss_mb()
+
+    reward = (
+        RewardConfig(name=None, kind="classifier", path=spec["reward"], label=0, text="full")
+        if spec["reward_kind"] == "classifier"
+        else RewardConfig()
+    )
+    cfg = PPOConfig(
+        iterations=spec["iterations"],
+        batch_size=spec["batch_size"],
+        max_new_tokens=spec["max_new_tokens"],
+        ppo_epochs=spec["ppo_epochs"],
+        num_minibatches=spec["num_minibatches"],
+        eval_every=0,
+        eval_prompts=spec["eval_prompts"],
+        sample_every=0,
+        seed=spec["seed"],
+        model=ModelConfig(name=None, path=spec["policy"], value_model=spec["value_model"]),
+        reward=reward,
+        **spec.get("config", {}),
+    )
+    t0 = time.perf_counter()
+    trainer = trainer_module.PPOTrainer(cfg)
+    init_s = time.perf_counter() - t0
+
+    clock = PhaseClock()
+    iterations: list[dict[str, Any]] = []
+    boundary = [time.perf_counter()]
+
+    class Timed:
+        """Tracker: its log call ends an iteration; logging itself is a timed phase."""
+
+        def __init__(self, inner: Any) -> None:
+            self.inner = inner
+
+        def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+            if self.inner is not None:
+                clock.wrap("logging", self.inner.log_metrics)(metrics, step)
+            now = time.perf_counter()
+            phases = clock.take()
+            if step > 0:
+                wall = now - boundary[0] - phases.get("eval", 0.0)
+                length = metrics["rollout/response_length"]
+                iterations.append(
+                    {
+                        "step": step,
+                        "wall_s": wall,
+                        "phases": to_phases(phases, wall, MAPPING),
+                        "response_tokens": length * cfg.batch_size,
+                    }
+                )
+            boundary[0] = now
+
+        def log_samples(self, samples: Any, step: int) -> None:
+            if self.inner is not None:
+                clock.wrap("logging", self.inner.log_samples)(samples, step)
+
+    harness_s = 0.0
+    with contextlib.ExitStack() as stack:
+        model = trainer.model
+        wraps = [
+            (trainer, "rollout"), (trainer, "advantages"), (trainer, "update"),
+            (trainer, "evaluate"), (trainer.scorer, None), (model.policy, "generate"),
+            (model, "forward"), (model.policy, "forward"), (model.critic, "forward"),
+            (trainer.ref, "forward"), (trainer.optimizer, "step"),
+        ]
+        names = {
+            "rollout": "rollout", "advantages": "gae", "update": "update", "evaluate": "eval",
+            "generate": "generate", "step": "optimizer_step",
+        }
+        for owner, attribute in wraps:
+            if owner is None:
+                continue  # shared critic: no critic trunk
+            if attribute is None:  # the reward scorer is a plain function
+                trainer.scorer = clock.wrap("reward", trainer.scorer)
+                continue
+            name = names.get(attribute)
+            if attribute == "forward":
+                name = {id(model): "actor_critic", id(model.policy): "policy",
+                        id(trainer.ref): "reference"}.get(id(owner), "critic")
+            timed = clock.wrap(name, getattr(owner, attribute))
+            stack.enter_context(patched(owner, attribute, timed))
+        backward = clock.wrap("backward", torch.Tensor.backward)
+        stack.enter_context(patched(torch.Tensor, "backward", backward))
+        utils = torch.nn.utils
+        clip = clock.wrap("clip", utils.clip_grad_norm_)
+        stack.enter_context(patched(utils, "clip_grad_norm_", clip))
+        tracker = None
+        if spec.get("mlflow", True):
+            t0 = time.perf_counter()
+            from omegaconf import OmegaConf
+
+            from ppo_exp import tracking
+
+            workdir = stack.enter_context(tempfile.TemporaryDirectory())
+            cfg.mlflow.tracking_uri = f"sqlite:///{workdir}/mlflow.db"
+            tracker = stack.enter_context(tracking.start_run(cfg, OmegaConf.structured(cfg)))
+            harness_s += time.perf_counter() - t0
+        boundary[0] = time.perf_counter()
+        trainer.train([Timed(tracker)])
+        t0 = time.perf_counter()
+    harness_s += time.perf_counter() - t0  # closing the MLflow run
+    return {
+        "system": "ppo_exp",
+        "iterations": iterations,
+        "imports_s": imports_s,
+        "init_s": init_s,
+        "harness_s": harness_s,
+        "rss_after_imports_mb": rss_after_imports,
+        "peak_rss_mb": peak_rss_mb(),
+        "threads": torch.get_num_threads(),
+    }

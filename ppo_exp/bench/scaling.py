@@ -1,0 +1,83 @@
+"""Scaling tables: ppo_exp against the eager floor as one dimension grows at a time.
+
+Axes (each from the base point `Spec()`: tiny model, 64 rollouts, <= 24 tokens, 1 thread):
+rollout batch 16 -> 256; response length 16 -> 128 (random-init tiny model, so every
+response fills its slots); model size 0.9M -> ~26M parameters (16 rollouts); 1 vs 2
+threads. Each point alternates a ppo_exp run and a floor run of a few iterations.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from ppo_exp.bench.suite import Spec, side_by_side
+
+# (axis, value, spec overrides)
+POINTS: list[tuple[str, str, dict]] = [
+    *[("batch", str(b), {"batch_size": b}) for b in (16, 64, 256)],
+    *[("response length", str(t), {"shape": "tiny-random", "max_new_tokens": t})
+      for t in (16, 32, 64, 128)],
+    *[("model", s, {"shape": s, "batch_size": 16}) for s in ("tiny-random", "small", "medium")],
+    *[("threads", str(n), {"threads": n}) for n in (1, 2)],
+]
+
+
+def scaling(
+    base: Spec, *, root: Path, rounds: int = 1, quick: bool = False,
+    points: list[tuple[str, str, dict]] | None = None,
+) -> list[dict]:
+    """Run every point of `POINTS` from `base`; return one row per point.
+
+    Args:
+        base: the shapes every axis starts from.
+        root: scratch directory (bench models are cached under it).
+        rounds: alternated ppo_exp/floor runs per point.
+        quick: the first value of each axis only, at tiny shapes (a smoke run).
+        points: the points to run instead of `POINTS`.
+    """
+    if points is None:
+        points = POINTS
+        if quick:
+            points = [p for i, p in enumerate(POINTS) if i == 0 or POINTS[i - 1][0] != p[0]]
+    rows = []
+    for axis, value, overrides in points:
+        spec = dataclasses.replace(base, **overrides)
+        if quick:
+            spec = dataclasses.replace(spec, batch_size=max(4, spec.batch_size // 16),
+                                       max_new_tokens=min(spec.max_new_tokens, 8))
+        result = side_by_side(spec, ("ppo_exp", "floor"), rounds=rounds, root=root)
+        ours, floor = result["ppo_exp"], result["floor"]
+        ratios = {p: ours["phases"][p] / floor["phases"][p]
+                  for p in ("generate", "score_policy", "update_forward", "update_backward",
+                            "update_step") if floor["phases"][p] > 1e-4}
+        worst = max(ratios, key=ratios.get) if ratios else "–"
+        rows.append({
+            "axis": axis, "value": value, "params": ours["params"],
+            "batch_size": spec.batch_size, "max_new_tokens": spec.max_new_tokens,
+            "threads": spec.threads, "response_tokens": ours["response_tokens"],
+            "ppo_exp_s": ours["wall_s"], "floor_s": floor["wall_s"],
+            "ratio": ours["wall_s"] / floor["wall_s"],
+            "worst_phase": worst, "worst_phase_ratio": ratios.get(worst, float("nan")),
+            "ppo_exp_rss_mb": ours["peak_rss_mb"], "floor_rss_mb": floor["peak_rss_mb"],
+            "tokens_per_s": ours["tokens_per_s"],
+            "ppo_exp": ours, "floor": floor,
+        })
+    return rows
+
+
+def scaling_table(rows: list[dict]) -> str:
+    """Markdown for the README: one line per point."""
+    head = ("| axis | value | params | batch | max tokens | threads | real tokens | "
+            "ppo_exp s/it | floor s/it | ratio | worst phase (ratio) | peak RSS MB "
+            "(ppo_exp / floor) | tokens/s |")
+    out = [head, "|" + " --- |" * head.count(" | ") + " --- |"]
+    for r in rows:
+        out.append(
+            f"| {r['axis']} | {r['value']} | {r['params'] / 1e6:.1f}M | {r['batch_size']} | "
+            f"{r['max_new_tokens']} | {r['threads']} | {r['response_tokens']:.0f} | "
+            f"{r['ppo_exp_s']:.2f} | {r['floor_s']:.2f} | {r['ratio']:.2f} | "
+            f"{r['worst_phase']} ({r['worst_phase_ratio']:.2f}) | "
+            f"{r['ppo_exp_rss_mb']:.0f} / {r['floor_rss_mb']:.0f} | {r['tokens_per_s']:.0f} |"
+        )
+    return "\n".join(out)

@@ -1,0 +1,106 @@
+"""The benchmark suite: its phase accounting by hand, and a smoke run of every mode."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ppo_exp.bench.clock import PHASES, PhaseClock, patched, to_phases
+from ppo_exp.bench.suite import Spec, run_once, summarise, trl_python
+
+QUICK = Spec(batch_size=4, max_new_tokens=6, ppo_epochs=1, num_minibatches=2, iterations=2,
+             eval_prompts=4, mlflow=False)
+
+
+def bench(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-m", "ppo_exp.bench", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
+def test_to_phases_moves_nested_time_out_of_its_parent_and_keeps_the_total():
+    timed = {"rollout": 1.0, "rollout/generate": 0.6, "rollout/generate/policy": 0.5,
+             "update": 2.0, "update/backward": 0.7, "eval": 5.0}
+    mapping = {"rollout": "rollout_other", "rollout/generate": "generate",
+               "update": "update_loss", "update/backward": "update_backward"}
+    phases = to_phases(timed, 3.5, mapping)
+    assert set(phases) == set(PHASES)
+    assert phases["generate"] == pytest.approx(0.6)  # its unmapped child is not subtracted
+    assert phases["rollout_other"] == pytest.approx(0.4)
+    assert phases["update_loss"] == pytest.approx(1.3)
+    assert phases["update_backward"] == pytest.approx(0.7)
+    assert phases["other"] == pytest.approx(0.5)  # eval is not mapped: left out entirely
+    assert sum(phases.values()) == pytest.approx(3.5)
+
+
+def test_phase_clock_names_calls_by_where_they_ran_and_patched_restores():
+    class Box:
+        def work(self):
+            return 7
+
+    clock, box = PhaseClock(), Box()
+    inner = clock.wrap("inner", lambda: 1)
+    with patched(box, "work", clock.wrap("outer", lambda: inner() + 1)):
+        assert box.work() == 2
+        inner()
+    assert box.work() == 7 and "work" not in vars(box)
+    assert set(clock.take()) == {"outer", "outer/inner", "inner"}
+    assert clock.take() == {}
+
+
+@pytest.mark.slow
+def test_phases_mode_accounts_for_the_whole_iteration(tmp_path):
+    done = bench("phases", "--quick", "--rounds", "1", "--json", str(tmp_path / "b.json"),
+                 cwd=tmp_path)
+    assert "| update_backward |" in done.stdout and "load average" in done.stdout
+    ours = json.loads((tmp_path / "b.json").read_text())["summaries"]["ppo_exp"]
+    assert sum(ours["phases"].values()) == pytest.approx(ours["wall_s"], rel=1e-6)
+    for phase in ("generate", "score_policy", "score_critic", "score_reference",
+                  "score_reward", "update_forward", "update_backward", "update_step"):
+        assert ours["phases"][phase] > 0, phase
+    assert ours["peak_rss_mb"] > 100 and ours["tokens_per_s"] > 0
+
+
+@pytest.mark.slow
+def test_trl_mode_without_trl_says_how_to_set_it_up_and_compares_with_the_floor(tmp_path):
+    done = bench("trl", "--quick", "--rounds", "1", "--trl-python", str(tmp_path / "none"),
+                 "--json", str(tmp_path / "b.json"), cwd=tmp_path)
+    assert "pip install trl==1.12.0" in done.stdout and "Skipping TRL" in done.stdout
+    assert "| ppo_exp / floor |" in done.stdout
+    summaries = json.loads((tmp_path / "b.json").read_text())["summaries"]
+    assert set(summaries) == {"ppo_exp", "floor"}
+    assert summaries["floor"]["phases"]["update_step"] > 0
+
+
+@pytest.mark.slow
+def test_scaling_mode_gives_one_row_per_point(tmp_path):
+    from ppo_exp.bench.scaling import scaling, scaling_table
+
+    rows = scaling(QUICK, root=tmp_path, points=[("batch", "4", {"batch_size": 4})])
+    (row,) = rows
+    assert row["ratio"] == pytest.approx(row["ppo_exp_s"] / row["floor_s"])
+    assert row["params"] > 900_000
+    assert scaling_table(rows).count("\n") == 2
+
+
+@pytest.mark.slow
+def test_run_mode_times_the_real_command(tmp_path):
+    done = bench("run", "--warm-only", "train=smoke", "iterations=2", cwd=tmp_path)
+    assert "warm run:" in done.stdout and "eval_reward_final" in done.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(trl_python() is None, reason="TRL's venv not set up (PPO_EXP_TRL_PYTHON)")
+def test_trl_driver_runs_trl_offline_on_the_local_models(tmp_path):
+    result = run_once("trl", QUICK, tmp_path, trl=trl_python())
+    summary = summarise([result])
+    assert summary["trl_version"] == "1.12.0"
+    assert summary["phases"]["gc"] > 0 and summary["phases"]["update_step"] > 0
+    assert summary["wall_without_gc_s"] < summary["wall_s"]

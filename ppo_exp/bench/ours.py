@@ -24,6 +24,7 @@ MAPPING = {
     "rollout/actor_critic/critic": "score_critic",
     "rollout/reference": "score_reference",
     "rollout/reward": "score_reward",
+    "kl_rewards": "gae",
     "gae": "gae",
     "update": "update_loss",
     "update/actor_critic": "update_forward",
@@ -105,17 +106,19 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
     with contextlib.ExitStack() as stack:
         model = trainer.model
         wraps = [
-            (trainer, "rollout"), (trainer, "advantages"), (trainer, "update"),
+            (trainer, "rollout"), (trainer, "token_rewards"), (trainer, "advantages"),
+            (trainer, "update"),
             (trainer, "evaluate"), (trainer.scorer, None), (model.policy, "generate"),
             (model, "forward"), (model.policy, "forward"), (model.critic, "forward"),
             (trainer.ref, "forward"), (trainer.optimizer, "step"),
         ]
         names = {
-            "rollout": "rollout", "advantages": "gae", "update": "update", "evaluate": "eval",
+            "rollout": "rollout", "token_rewards": "kl_rewards", "advantages": "gae",
+            "update": "update", "evaluate": "eval",
             "generate": "generate", "step": "optimizer_step",
         }
         for owner, attribute in wraps:
-            if owner is None:
+            if owner is None or attribute and not hasattr(owner, attribute):
                 continue  # shared critic: no critic trunk
             if attribute is None:  # the reward scorer is a plain function
                 trainer.scorer = clock.wrap("reward", trainer.scorer)

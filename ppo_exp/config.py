@@ -8,6 +8,7 @@ train/) are named presets over these keys. Each setting is documented here, once
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field, fields
 
@@ -16,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 REWARD_KINDS = ("vader", "function", "classifier")  # see ppo_exp/task/rewards.py
 # Every metric the trainer logs starts with one of these (documented in the README).
-METRIC_PREFIXES = ("rollout/", "policy/", "value/", "loss/", "perf/", "eval/")
+METRIC_PREFIXES = ("rollout/", "policy/", "value/", "loss/", "perf/", "eval/", "data/")
 
 
 class ConfigError(ValueError):
@@ -28,11 +29,52 @@ class ConfigError(ValueError):
 
 
 @dataclass
+class LoraSettings:
+    r: int = 16  # adapter rank; >= 1
+    alpha: float = 32.0  # scaling numerator: the update is (alpha / r) * B @ A
+    dropout: float = 0.0  # dropout on the adapter input, in [0, 1); 0 keeps ratios exact
+    # module names (suffixes) to adapt; "all-linear" = every linear layer but the LM head
+    target_modules: list[str] = field(default_factory=lambda: ["all-linear"])
+
+
+@dataclass
 class ModelConfig:
     name: str | None = "tiny-reviews"  # logged as the MLflow param `model`; null = `path`
     path: str | None = None  # HF hub id or local dir; None = the embedded tiny review model
-    value_model: str = "separate"  # "separate": critic copied from the policy checkpoint;
-    # "shared": a value head on the policy's own trunk (half the memory, coupled gradients)
+    value_model: str = "separate"  # "separate": critic trunk copied from the policy checkpoint;
+    # "shared": a value head on the policy's own trunk (half the memory, coupled gradients);
+    # or a checkpoint dir/hub id whose trunk starts the critic (e.g. the reward model's)
+    device: str = "auto"  # "auto" (CUDA when available, else CPU) | "cpu" | "cuda" | "cuda:N"
+    dtype: str = "auto"  # compute precision: "auto" (bf16 on a GPU with it, else float32) |
+    # "float32" | "bfloat16" | "float16"; trained weights stay float32 (see ppo/hardware.py)
+    lora: LoraSettings | None = None  # LoRA adapters (`lora=default`); null = full fine-tuning
+    gradient_checkpointing: bool = False  # recompute activations in backward: less memory
+
+    def __post_init__(self) -> None:
+        validate_model(self)
+
+
+@dataclass
+class DataConfig:
+    name: str | None = "reviews"  # logged as the MLflow param `data`; null = `path`
+    kind: str = "reviews"  # "reviews": the embedded review openings | "hf": a `datasets` source
+    path: str | None = None  # kind=hf: hub dataset name, a local .jsonl/.json/.csv/.parquet/
+    # .arrow file (or glob), a directory of such files (splits from file names), or a
+    # directory written by `save_to_disk`
+    subset: str | None = None  # kind=hf: the hub dataset's configuration name
+    prompt_column: str = "prompt"  # kind=hf: column of plain-text prompts
+    messages_column: str | None = None  # kind=hf: column of chat messages [{role, content}]
+    # used instead of prompt_column when set; a trailing assistant turn is dropped
+    train_split: str = "train"  # kind=hf: split the rollout prompts come from
+    eval_split: str | None = None  # kind=hf: held-out split; null = hold out eval_fraction
+    eval_fraction: float = 0.1  # kind=hf, eval_split=null: share of train held out, in (0, 1)
+    max_prompt_tokens: int | None = None  # drop longer prompts (counted: data/prompts_dropped);
+    # null = keep all. Checked with max_new_tokens against the model's positions
+    chat_template: str = "auto"  # "auto": the tokenizer's chat template if it has one, with
+    # the generation prompt | "true": required | "false": raw text
+
+    def __post_init__(self) -> None:
+        validate_data(self)
 
 
 @dataclass
@@ -95,9 +137,15 @@ class PPOConfig:
     eval_prompts: int = 128  # held-out prompts per eval
     sample_every: int = 10  # log a table of sample generations every N iterations; 0 = off
     seed: int = 0  # seeds torch, python and the prompt order; same seed = same metrics
+    stop_tokens: list[str] | None = None  # tokens that end a response; null = the tokenizer's
+    # eos plus the checkpoint's generation_config.eos_token_id list
+    micro_batch_size: int | None = None  # rows per forward/backward inside a minibatch, with
+    # the gradients accumulated: one optimiser step per minibatch as before; null = whole
+    rollout_micro_batch: int | None = None  # rows per rollout forward pass; null = whole batch
     objective: str = "eval/reward_mean"  # metric returned to sweepers (last logged value)
 
     model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
     reward: RewardConfig = field(default_factory=RewardConfig)
     mlflow: MlflowConfig = field(default_factory=MlflowConfig)
 
@@ -161,11 +209,12 @@ def validate(cfg: PPOConfig) -> None:
         cfg.objective,
         "a metric name starting with " + ", ".join(METRIC_PREFIXES),
     )
+    for key in ("micro_batch_size", "rollout_micro_batch"):
+        value = getattr(cfg, key)
+        _check(value is None or value >= 1, key, value, "an integer >= 1, or null")
     _check(
-        cfg.model.value_model in ("separate", "shared"),
-        "model.value_model",
-        cfg.model.value_model,
-        "'separate' or 'shared'",
+        cfg.stop_tokens is None or (len(cfg.stop_tokens) > 0 and all(cfg.stop_tokens)),
+        "stop_tokens", cfg.stop_tokens, "a non-empty list of tokens, or null",
     )
 
 
@@ -192,20 +241,96 @@ def validate_reward(cfg: RewardConfig) -> None:
     )
 
 
+def validate_model(model: ModelConfig) -> None:
+    """The model section's static checks (files and devices are checked by `preflight`)."""
+    _check(
+        model.value_model in ("separate", "shared") or bool(model.value_model),
+        "model.value_model", model.value_model, "'separate', 'shared' or a checkpoint path",
+    )
+    _check(
+        model.device == "auto" or model.device.split(":")[0] in ("cpu", "cuda"),
+        "model.device", model.device, "auto, cpu, cuda or cuda:N",
+    )
+    dtypes = ("auto", "float32", "bfloat16", "float16")
+    _check(model.dtype in dtypes, "model.dtype", model.dtype, " | ".join(dtypes))
+    if model.lora is not None:
+        lora = model.lora
+        _check(lora.r >= 1, "model.lora.r", lora.r, "an integer >= 1")
+        _check(_finite(lora.alpha) and lora.alpha > 0, "model.lora.alpha", lora.alpha, "> 0")
+        _check(
+            _finite(lora.dropout) and 0 <= lora.dropout < 1,
+            "model.lora.dropout", lora.dropout, "a number in [0, 1)",
+        )
+        _check(
+            len(lora.target_modules) > 0 and all(lora.target_modules),
+            "model.lora.target_modules", lora.target_modules,
+            "a non-empty list of module names, or ['all-linear']",
+        )
+
+
+def validate_data(data: DataConfig) -> None:
+    """The data section's static checks (paths and token counts are checked by `preflight`)."""
+    _check(data.kind in ("reviews", "hf"), "data.kind", data.kind, "'reviews' or 'hf'")
+    _check(
+        data.kind != "hf" or bool(data.path),
+        "data.path", data.path, "a hub dataset name or local data files when data.kind=hf",
+    )
+    _check(
+        _finite(data.eval_fraction) and 0 < data.eval_fraction < 1,
+        "data.eval_fraction", data.eval_fraction, "a number in (0, 1)",
+    )
+    _check(
+        data.max_prompt_tokens is None or data.max_prompt_tokens >= 1,
+        "data.max_prompt_tokens", data.max_prompt_tokens, "an integer >= 1, or null",
+    )
+    _check(
+        str(data.chat_template).lower() in ("auto", "true", "false"),
+        "data.chat_template", data.chat_template, "auto | true | false",
+    )
+
+
 def mlflow_params(cfg: PPOConfig) -> dict[str, object]:
     """The flat settings logged as MLflow params: top-level scalars, plus model and reward names."""
     params = {f.name: getattr(cfg, f.name) for f in fields(cfg) if f.name not in _SECTIONS}
     params["model"] = cfg.model.name or cfg.model.path
     params["reward"] = cfg.reward.name or cfg.reward.function or cfg.reward.path
+    params["data"] = cfg.data.name or cfg.data.path
     return params
 
 
-_SECTIONS = ("model", "reward", "mlflow")
+_SECTIONS = ("model", "data", "reward", "mlflow")
 
 
 def to_config(cfg: DictConfig) -> PPOConfig:
     """Turn a composed Hydra config into a validated `PPOConfig` (raises `ConfigError`)."""
+    for section, schema in (("model", ModelConfig), ("data", DataConfig)):
+        if section in cfg:
+            reject_unknown_keys(cfg[section], schema, section)
     return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(PPOConfig), cfg))
+
+
+def reject_unknown_keys(node: object, schema: type, prefix: str) -> None:
+    """Raise `ConfigError` for a key of `node` that `schema` (a dataclass) does not define.
+
+    Hydra's `+key=value` adds keys even to a typed config, and converting it to the
+    dataclass would drop them silently: a typo (`+model.value_path=...`) would do nothing.
+    """
+    if not isinstance(node, DictConfig):
+        return
+    known = {f.name: f for f in fields(schema)}
+    for key in node:
+        if key not in known:
+            raise ConfigError(f"{prefix}.{key}", node[key], "one of " + ", ".join(known))
+        sub = _dataclass_of(known[key].type)
+        if sub is not None:
+            reject_unknown_keys(node[key], sub, f"{prefix}.{key}")
+
+
+def _dataclass_of(annotation: object) -> type | None:
+    """The dataclass named by a field annotation ("LoraSettings | None"), if any."""
+    name = str(annotation).split("|")[0].strip()
+    found = globals().get(name)
+    return found if isinstance(found, type) and dataclasses.is_dataclass(found) else None
 
 
 ConfigStore.instance().store(name="ppo_schema", node=PPOConfig)

@@ -17,6 +17,7 @@ GROUPS = sorted(p.name for p in CONF.iterdir() if p.is_dir())
 REQUIRED = {
     "reward/function": ["reward.function=mod:fn"],
     "reward/classifier": ["reward.path=/some/classifier"],
+    "data/hf": ["data.path=prompts.jsonl"],
 }
 
 
@@ -64,7 +65,9 @@ def test_smoke_preset_is_small():
         ("num_minibatches=5", "num_minibatches", "divisor of batch_size=64"),
         ("kl_estimator=k2", "kl_estimator", "'k1' or 'k3'"),
         ("value_clip_eps=-1", "value_clip_eps", "or null"),
-        ("model.value_model=tied", "model.value_model", "'separate' or 'shared'"),
+        ("model.dtype=half", "model.dtype", "float32 | bfloat16"),
+        ("micro_batch_size=0", "micro_batch_size", ">= 1, or null"),
+        ("data.max_prompt_tokens=0", "data.max_prompt_tokens", ">= 1, or null"),
         ("kl_coef=-0.1", "kl_coef", ">= 0"),
         ("objective=reward", "objective", "a metric name"),
     ],

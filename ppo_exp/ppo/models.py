@@ -7,23 +7,25 @@ import copy
 import torch
 from torch import nn
 from transformers import PreTrainedModel
+from transformers.modeling_layers import GradientCheckpointingLayer
 
 
 class ActorCritic(nn.Module):
     """A causal-LM policy and a scalar value model over the same token positions.
 
-    value_model="separate": the critic is its own copy of the policy's trunk, started from
-    the same checkpoint (as the N-implementation-details paper recommends), so the value
-    loss never pulls on the policy's features. value_model="shared": the value head sits
-    on the policy's last hidden state, which halves the compute of every update.
-    The value head starts at zero, as in lm-human-preferences, so early values are 0.
+    critic=None ("shared"): the value head sits on the policy's last hidden state, which
+    halves the compute of every update. Otherwise the critic is its own trunk ("separate":
+    a copy of the policy's starting checkpoint, as the N-implementation-details paper
+    recommends, so the value loss never pulls on the policy's features; or another
+    checkpoint, e.g. the reward model's). Either may carry LoRA adapters.
+    The value head is float32 and starts at zero, as in lm-human-preferences.
     """
 
-    def __init__(self, policy: PreTrainedModel, *, value_model: str):
+    def __init__(self, policy: nn.Module, critic: nn.Module | None, *, hidden_size: int):
         super().__init__()
         self.policy = policy
-        self.critic = copy.deepcopy(policy.base_model) if value_model == "separate" else None
-        self.value_head = nn.Linear(policy.config.hidden_size, 1)
+        self.critic = critic
+        self.value_head = nn.Linear(hidden_size, 1)
         nn.init.zeros_(self.value_head.weight)
         nn.init.zeros_(self.value_head.bias)
 
@@ -41,21 +43,75 @@ class ActorCritic(nn.Module):
             response_length: T, the response part at the end of each row.
 
         Returns:
-            logits (B, T, V) and values (B, T); position t reads the prefix before token t.
+            float32 logits (B, T, V) and values (B, T); position t reads the prefix before
+            token t.
         """
         inputs = dict(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids)
         window = slice(-response_length - 1, -1)  # the states that predict the response
         shared = self.critic is None
-        out = self.policy(**inputs, logits_to_keep=response_length + 1, output_hidden_states=shared)
-        logits = out.logits[:, :-1]  # (B, T, V)
-        hidden = out.hidden_states[-1] if shared else self.critic(**inputs).last_hidden_state
-        values = self.value_head(hidden[:, window]).squeeze(-1)  # (B, T)
-        return logits, values
+        out = self.policy(
+            **inputs, logits_to_keep=response_length + 1, output_hidden_states=shared,
+            use_cache=False,
+        )
+        # float32 from here on: a bf16 log-softmax over 150k tokens loses the small ratios
+        logits = out.logits[:, :-1].float()  # (B, T, V)
+        if shared:
+            hidden = out.hidden_states[-1]
+        else:
+            hidden = self.critic(**inputs, use_cache=False).last_hidden_state
+        values = self.value_head(hidden[:, window].to(self.value_head.weight.dtype))
+        return logits, values.squeeze(-1).float()  # (B, T, V), (B, T)
+
+    def update_mode(self, on: bool) -> None:
+        """Switch on what only the update passes use: gradient checkpointing, LoRA dropout.
+
+        Transformers checkpoints a layer only when that layer is in training mode, and
+        peft's LoRA dropout only acts in training mode. Only those modules are flagged:
+        everything else, the models' own dropout included, stays in eval mode, so rollout
+        and update forward passes give the same log-probs.
+        """
+        for name, module in self.named_modules():
+            checkpointed = isinstance(module, GradientCheckpointingLayer) and getattr(
+                module, "gradient_checkpointing", False
+            )
+            if checkpointed or ".lora_dropout." in name:
+                module.training = on
 
 
-def frozen_copy(model: PreTrainedModel) -> PreTrainedModel:
+class Reference:
+    """The frozen starting policy, which the KL penalty measures the policy against.
+
+    Either its own frozen copy (full fine-tuning), or, with LoRA, the policy itself with
+    its adapters disabled: the same base weights, no second copy in memory.
+    """
+
+    def __init__(self, policy: nn.Module, copy_of_policy: PreTrainedModel | None):
+        self.policy = policy
+        self.model = copy_of_policy
+
+    @torch.inference_mode()
+    def logits(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        position_ids: torch.Tensor,
+        response_length: int,
+    ) -> torch.Tensor:
+        """float32 logits (B, T, V) that predict each response token; inputs as ActorCritic."""
+        inputs = dict(
+            input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+            logits_to_keep=response_length + 1, use_cache=False,
+        )
+        if self.model is not None:
+            return self.model(**inputs).logits[:, :-1].float()
+        with self.policy.disable_adapter():
+            return self.policy(**inputs).logits[:, :-1].float()
+
+
+def frozen_copy(model: PreTrainedModel, dtype: torch.dtype | None = None) -> PreTrainedModel:
     """The reference policy: a copy of the starting policy that never trains."""
-    return copy.deepcopy(model).eval().requires_grad_(False)
+    ref = copy.deepcopy(model).eval().requires_grad_(False)
+    return ref if dtype is None else ref.to(dtype)
 
 
 def position_ids_for(attention_mask: torch.Tensor) -> torch.Tensor:

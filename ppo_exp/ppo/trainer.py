@@ -25,8 +25,10 @@ from transformers import set_seed
 from ppo_exp.config import PPOConfig
 from ppo_exp.ppo import losses
 from ppo_exp.ppo.gae import compute_gae
-from ppo_exp.ppo.models import ActorCritic, frozen_copy, position_ids_for
-from ppo_exp.task.base_model import load_causal_lm, tiny_model_path
+from ppo_exp.ppo.hardware import autocast, resolve_device, resolve_dtype
+from ppo_exp.ppo.loading import build_models, policy_path, trainable
+from ppo_exp.ppo.models import position_ids_for
+from ppo_exp.task.base_model import load_tokenizer
 from ppo_exp.task.prompts import make_prompts
 from ppo_exp.task.rewards import Scorer, build_reward
 
@@ -71,20 +73,27 @@ class PPOTrainer:
     def __init__(self, cfg: PPOConfig):
         self.cfg = cfg
         set_seed(cfg.seed)  # python, numpy and torch
-        path = cfg.model.path or tiny_model_path()
-        policy, self.tokenizer = load_causal_lm(path)
-        self.ref = frozen_copy(policy)
-        self.model = ActorCritic(policy, value_model=cfg.model.value_model).eval()
+        self.device = resolve_device(cfg.model.device)
+        self.dtype = resolve_dtype(cfg.model.dtype, self.device)
+        self.tokenizer = load_tokenizer(policy_path(cfg))
+        models = build_models(cfg, self.tokenizer, device=self.device, dtype=self.dtype)
+        self.model, self.ref = models.actor_critic, models.reference
+        self.stop_ids = torch.tensor(models.stop_token_ids, device=self.device)
         # Dropout stays off (eval mode) throughout, so sampling-time and training-time
         # log-probs agree and the first ratio is exactly 1.
+        self.params = trainable(self.model)  # all of it, or LoRA adapters + value head
         self.optimizer = torch.optim.AdamW(
-            self.model.parameters(), lr=cfg.lr, eps=cfg.adam_eps, weight_decay=0.0
+            self.params, lr=cfg.lr, eps=cfg.adam_eps, weight_decay=0.0
+        )
+        # float16 gradients underflow without loss scaling; a disabled scaler is a no-op.
+        self.scaler = torch.amp.GradScaler(
+            self.device.type, enabled=self.dtype == torch.float16
         )
         # lr_decay: linear from lr at the first update to 0 at the last (CleanRL's anneal_lr)
         self.lr_schedule = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda step: lr_factor(step, cfg.iterations, decay=cfg.lr_decay)
         )
-        self.scorer: Scorer = build_reward(cfg.reward)
+        self.scorer: Scorer = build_reward(cfg.reward, device=self.device, dtype=self.dtype)
         self.kl_coef = cfg.kl_coef
         self.train_prompts = make_prompts(TRAIN_PROMPTS, split="train")
         self.eval_prompts = make_prompts(cfg.eval_prompts, split="eval")
@@ -95,21 +104,14 @@ class PPOTrainer:
     @torch.inference_mode()
     def rollout(self, prompts: list[str]) -> Rollout:
         cfg, tok = self.cfg, self.tokenizer
-        enc = tok(prompts, return_tensors="pt", padding=True)
+        enc = tok(prompts, return_tensors="pt", padding=True).to(self.device)
         prompt_len = enc.input_ids.shape[1]
-        policy = self.model.policy
-        input_ids = policy.generate(
-            **enc,
-            do_sample=True,
-            temperature=cfg.temperature,
-            top_k=0,
-            top_p=1.0,
-            max_new_tokens=cfg.max_new_tokens,
-            pad_token_id=tok.pad_token_id,
-            eos_token_id=tok.eos_token_id,
-        )  # (B, L)
+        # Plain sampling at `temperature`, stopping at any stop token: the policy's
+        # generation_config is ours alone (loading.sampling_config), never the checkpoint's.
+        with autocast(self.device, self.dtype):
+            input_ids = self.model.policy.generate(**enc)  # (B, L)
         response = input_ids[:, prompt_len:]  # (B, T)
-        mask, has_eos = truncate_after_stop(response, tok.eos_token_id)
+        mask, has_eos = truncate_after_stop(response, self.stop_ids)
         response = torch.where(mask.bool(), response, tok.pad_token_id)
         input_ids = torch.cat([input_ids[:, :prompt_len], response], dim=1)
         attention_mask = torch.cat([enc.attention_mask, mask.long()], dim=1)
@@ -119,18 +121,24 @@ class PPOTrainer:
         # Log-probs are recomputed with the same full forward pass the update uses (rather
         # than taken from generate's KV-cached scores), so the first minibatch's ratio is
         # exactly 1 and not a numerical artefact. Logits are divided by the sampling
-        # temperature, as in the N-implementation-details paper.
-        logits, values = self.model(input_ids, attention_mask, position_ids, T)
-        logits = logits / cfg.temperature
-        logprobs = losses.logprobs_from_logits(logits, response)
-        entropy = losses.entropy_from_logits(logits)
-        ref_logits = self.ref(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            position_ids=position_ids,
-            logits_to_keep=T + 1,
-        ).logits[:, :-1]
-        ref_logprobs = losses.logprobs_from_logits(ref_logits / cfg.temperature, response)
+        # temperature, as in the N-implementation-details paper. `rollout_micro_batch`
+        # rows at a time, so only that many (T, V) logits tensors are alive at once.
+        chunks = []
+        for rows in torch.arange(len(prompts)).split(cfg.rollout_micro_batch or len(prompts)):
+            inputs = (input_ids[rows], attention_mask[rows], position_ids[rows], T)
+            with autocast(self.device, self.dtype):
+                logits, values = self.model(*inputs)
+                ref_logits = self.ref.logits(*inputs)
+            logits = logits / cfg.temperature
+            chunks.append((
+                losses.logprobs_from_logits(logits, response[rows]),
+                losses.logprobs_from_logits(ref_logits / cfg.temperature, response[rows]),
+                values,
+                losses.entropy_from_logits(logits),
+            ))
+        logprobs, ref_logprobs, values, entropy = (
+            torch.cat(parts) for parts in zip(*chunks, strict=True)
+        )
 
         texts = tok.batch_decode(response, skip_special_tokens=True)
         scored = (
@@ -138,7 +146,7 @@ class PPOTrainer:
             if cfg.reward.text == "response"
             else [p + t for p, t in zip(prompts, texts, strict=True)]
         )
-        scores = self.scorer(scored).to(torch.float32)
+        scores = self.scorer(scored).to(self.device, torch.float32)
         if cfg.missing_eos_penalty is not None:
             scores = scores - cfg.missing_eos_penalty * (~has_eos).float()
 
@@ -164,7 +172,7 @@ class PPOTrainer:
         # The score goes on the last real token (the stop token), not on the padding
         # slot after it (TRL issues 1893, 3750).
         last = (rollout.mask.sum(1).long() - 1).clamp(min=0)  # (B,)
-        rewards[torch.arange(len(last)), last] += rollout.scores
+        rewards[torch.arange(len(last), device=last.device), last] += rollout.scores
         if cfg.whiten_rewards:
             rewards = losses.masked_whiten(rewards, rollout.mask, shift_mean=False)
         return rewards
@@ -192,52 +200,80 @@ class PPOTrainer:
         T = rollout.response.shape[1]
         stats: dict[str, list[float]] = {}
         epochs_run = 0
+        self.model.update_mode(True)
         for _ in range(cfg.ppo_epochs):
             epochs_run += 1
             order = torch.randperm(batch)
             epoch_kl = []
             for start in range(0, batch, minibatch):
                 i = order[start : start + minibatch]
-                mask = rollout.mask[i]
-                logits, values = self.model(
-                    rollout.input_ids[i], rollout.attention_mask[i], rollout.position_ids[i], T
-                )
-                logits = logits / cfg.temperature
-                logprobs = losses.logprobs_from_logits(logits, rollout.response[i])
-                pg_loss, pg = losses.policy_loss(
-                    logprobs, rollout.logprobs[i], advantages[i], mask, clip_eps=cfg.clip_eps
-                )
-                vf_loss, vf = losses.value_loss(
-                    values, rollout.values[i], returns[i], mask, value_clip_eps=cfg.value_clip_eps
-                )
-                entropy = losses.masked_mean(losses.entropy_from_logits(logits), mask)
-                loss = pg_loss + cfg.vf_coef * vf_loss - cfg.ent_coef * entropy
-
+                # Gradient accumulation: each micro-batch's loss is a mean over its own
+                # tokens, weighted by its share of the minibatch's tokens, so the summed
+                # gradient (and every statistic) equals the whole minibatch's.
+                tokens = float(rollout.mask[i].sum())
                 self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                minibatch_stats: dict[str, float] = {}
+                for j in i.split(cfg.micro_batch_size or minibatch):
+                    weight = float(rollout.mask[j].sum()) / tokens if tokens else 1.0
+                    loss, micro = self.loss(rollout, j, T, advantages[j], returns[j])
+                    self.scaler.scale(loss * weight).backward()
+                    for name, value in micro.items():
+                        minibatch_stats[name] = minibatch_stats.get(name, 0.0) + weight * value
                 if cfg.max_grad_norm is not None:
-                    torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
-                self.optimizer.step()
+                    self.scaler.unscale_(self.optimizer)
+                    torch.nn.utils.clip_grad_norm_(self.params, cfg.max_grad_norm)
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
 
-                epoch_kl.append(float(pg["approx_kl"]))
-                for name, value in {
-                    "policy/approx_kl": pg["approx_kl"],
-                    "policy/clipfrac": pg["clipfrac"],
-                    "policy/ratio": pg["ratio"],
-                    "policy/entropy": entropy.detach(),
-                    "value/clipfrac": vf["clipfrac"],
-                    "loss/policy": pg_loss.detach(),
-                    "loss/value": vf_loss.detach(),
-                    "loss/entropy": -entropy.detach(),
-                    "loss/total": loss.detach(),
-                }.items():
-                    stats.setdefault(name, []).append(float(value))
+                epoch_kl.append(minibatch_stats["policy/approx_kl"])
+                for name, value in minibatch_stats.items():
+                    stats.setdefault(name, []).append(value)
             # CleanRL's early stop: the policy already moved far enough on this batch.
             if cfg.target_kl is not None and np.mean(epoch_kl) > cfg.target_kl:
                 break
+        self.model.update_mode(False)
         metrics = {name: float(np.mean(values)) for name, values in stats.items()}
         metrics["policy/epochs"] = epochs_run
         return metrics
+
+    def loss(
+        self,
+        rollout: Rollout,
+        rows: torch.Tensor,
+        T: int,
+        advantages: torch.Tensor,
+        returns: torch.Tensor,
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        """PPO loss of some rollout rows (means over their tokens), and its statistics."""
+        cfg = self.cfg
+        mask = rollout.mask[rows]
+        with autocast(self.device, self.dtype):
+            logits, values = self.model(
+                rollout.input_ids[rows], rollout.attention_mask[rows],
+                rollout.position_ids[rows], T,
+            )
+        logits = logits / cfg.temperature
+        logprobs = losses.logprobs_from_logits(logits, rollout.response[rows])
+        pg_loss, pg = losses.policy_loss(
+            logprobs, rollout.logprobs[rows], advantages, mask, clip_eps=cfg.clip_eps
+        )
+        vf_loss, vf = losses.value_loss(
+            values, rollout.values[rows], returns, mask, value_clip_eps=cfg.value_clip_eps
+        )
+        entropy = losses.masked_mean(losses.entropy_from_logits(logits), mask)
+        loss = pg_loss + cfg.vf_coef * vf_loss - cfg.ent_coef * entropy
+        stats = {
+            "policy/approx_kl": pg["approx_kl"],
+            "policy/clipfrac": pg["clipfrac"],
+            "policy/ratio": pg["ratio"],
+            "policy/entropy": entropy.detach(),
+            "value/clipfrac": vf["clipfrac"],
+            "loss/policy": pg_loss.detach(),
+            "loss/value": vf_loss.detach(),
+            "loss/entropy": -entropy.detach(),
+            "loss/total": loss.detach(),
+        }
+        return loss, {name: float(value) for name, value in stats.items()}
 
     def update_kl_coef(self, kl_per_response: float) -> None:
         """Adaptive KL controller (Ziegler et al. 2019): steer the KL towards `kl_target`."""
@@ -360,10 +396,13 @@ def lr_factor(update: int, iterations: int, *, decay: bool) -> float:
 
 
 def truncate_after_stop(
-    response: torch.Tensor, stop_token_id: int
+    response: torch.Tensor, stop_token_ids: torch.Tensor | int
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mask (B, T) of 1.0 up to and including each row's first stop token; and (B,) has-stop."""
-    is_stop = response == stop_token_id
+    """Mask (B, T) of 1.0 up to and including each row's first stop token; and (B,) has-stop.
+
+    `stop_token_ids`: one id, or a 1-D tensor of ids any of which ends a response.
+    """
+    is_stop = torch.isin(response, torch.as_tensor(stop_token_ids, device=response.device))
     has_stop = is_stop.any(1)
     # Stops seen strictly before each position: 0 means the token is still in the response.
     stops_before = is_stop.long().cumsum(1) - is_stop.long()

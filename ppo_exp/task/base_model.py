@@ -209,14 +209,11 @@ def tiny_model_path(cache_dir: Path | None = None) -> Path:
     return target
 
 
-def load_causal_lm(path: str | Path) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """Load a causal LM and its tokenizer from a local directory or a hub id, ready to generate.
+def load_tokenizer(path: str | Path) -> PreTrainedTokenizerBase:
+    """A checkpoint's tokenizer, left-padding (prompts end where generation starts), with a pad.
 
     Args:
         path: anything `from_pretrained` accepts, e.g. `tiny_model_path()` or "gpt2".
-
-    Returns:
-        The model in eval mode (dropout off) and a left-padding tokenizer with a pad token.
     """
     tokenizer = AutoTokenizer.from_pretrained(str(path))
     tokenizer.padding_side = "left"
@@ -224,7 +221,23 @@ def load_causal_lm(path: str | Path) -> tuple[PreTrainedModel, PreTrainedTokeniz
         # Many checkpoints (GPT-2 included) ship without one; padding is masked out anyway.
         logger.warning("tokenizer of %s has no pad token; using eos %r", path, tokenizer.eos_token)
         tokenizer.pad_token = tokenizer.eos_token
-    model = AutoModelForCausalLM.from_pretrained(str(path))
+    return tokenizer
+
+
+def load_causal_lm(
+    path: str | Path, *, dtype: torch.dtype = torch.float32
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Load a causal LM and its tokenizer from a local directory or a hub id, ready to generate.
+
+    Args:
+        path: anything `from_pretrained` accepts, e.g. `tiny_model_path()` or "gpt2".
+        dtype: the weights' dtype, whatever the checkpoint was saved in.
+
+    Returns:
+        The model in eval mode (dropout off) and a left-padding tokenizer with a pad token.
+    """
+    tokenizer = load_tokenizer(path)
+    model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype)
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.eval()
     return model, tokenizer

@@ -32,11 +32,15 @@ CLASSIFIER_BATCH_SIZE = 64
 _FUNCTION_ACCEPTED = "'module:function' naming an importable callable, list[str] -> list[float]"
 
 
-def build_reward(cfg: RewardConfig) -> Scorer:
+def build_reward(
+    cfg: RewardConfig, *, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
+) -> Scorer:
     """Build the scorer selected by `cfg.kind`; any model or function is loaded once, here.
 
     Args:
         cfg: the reward section of the run config.
+        device: where a classifier runs (`model.device`).
+        dtype: a classifier's weights' dtype (`model.dtype`, resolved).
 
     Returns:
         A callable mapping a list of N texts to a float32 CPU tensor of shape (N,).
@@ -49,7 +53,8 @@ def build_reward(cfg: RewardConfig) -> Scorer:
         return _vader_scorer()
     if cfg.kind == "function":
         return _function_scorer(cfg.function)
-    return _classifier_scorer(cfg.path, cfg.label)  # `cfg` is validated: kind is classifier
+    # `cfg` is validated: kind is classifier
+    return _classifier_scorer(cfg.path, cfg.label, device=device, dtype=dtype)
 
 
 # --- vader -------------------------------------------------------------------------------
@@ -189,12 +194,15 @@ def _check_scores(scores: object, texts: list[str], spec: str | None) -> torch.T
 # --- classifier --------------------------------------------------------------------------
 
 
-def _classifier_scorer(path: str, label: int) -> Scorer:
+def _classifier_scorer(
+    path: str, label: int, *, device: str | torch.device, dtype: torch.dtype
+) -> Scorer:
     """Score texts by the logit of class `label` of the sequence classifier at `path`.
 
     Args:
         path: a local model dir or a Hugging Face hub id.
         label: index of the class whose logit is the score.
+        device, dtype: where the classifier runs, and its weights' dtype.
 
     Returns:
         The scorer; it runs the model in eval mode, without autograd, in batches.
@@ -206,7 +214,7 @@ def _classifier_scorer(path: str, label: int) -> Scorer:
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(path)
-    model = AutoModelForSequenceClassification.from_pretrained(path)
+    model = AutoModelForSequenceClassification.from_pretrained(path, dtype=dtype).to(device)
     num_labels = model.config.num_labels
     if isinstance(label, bool) or not isinstance(label, int) or not 0 <= label < num_labels:
         raise ConfigError(

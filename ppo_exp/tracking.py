@@ -14,6 +14,7 @@ import os
 import traceback
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import mlflow
 import optuna
@@ -30,6 +31,7 @@ from ppo_exp.config import MlflowConfig, PPOConfig, mlflow_params
 log = logging.getLogger("ppo_exp")
 
 PARENT_RUN_ENV = "PPO_EXP_PARENT_RUN_ID"  # set by a sweep, read by its jobs
+SECRET_QUERY_KEYS = ("password", "passwd", "token", "secret", "key", "sslpassword")
 
 
 class MlflowTracker:
@@ -47,6 +49,35 @@ def configure(cfg: MlflowConfig | DictConfig) -> str:
     if cfg.tracking_uri:
         mlflow.set_tracking_uri(cfg.tracking_uri)
     return mlflow.set_experiment(cfg.experiment).experiment_id
+
+
+def mask_url(url: str | None) -> str | None:
+    """`url` with its credentials masked, to log or print a storage or tracking URL.
+
+    The password of `scheme://user:password@host/...` and the values of query keys such
+    as `password` or `token` become `***`; anything else (paths, `journal:FILE`, hosts,
+    user names) is kept, so the URL still says where the data is.
+
+    Args:
+        url: any URL or path; None passes through.
+
+    Returns:
+        The masked URL.
+    """
+    if not url or "://" not in url:
+        return url
+    parts = urlsplit(url)
+    masked = url  # edited in place: urlunsplit would rewrite `sqlite:////abs` paths
+    userinfo, at, host = parts.netloc.rpartition("@")
+    if at and ":" in userinfo:
+        user = userinfo.split(":", 1)[0]
+        masked = masked.replace(parts.netloc, f"{user}:***@{host}", 1)
+    if parts.query:
+        pairs = parse_qsl(parts.query, keep_blank_values=True)
+        hidden = [(k, "***" if k.lower() in SECRET_QUERY_KEYS else v) for k, v in pairs]
+        if hidden != pairs:
+            masked = masked.replace(parts.query, urlencode(hidden, safe="*/:"), 1)
+    return masked
 
 
 def job_overrides() -> list[str]:
@@ -92,13 +123,39 @@ def start_run(
         try:
             yield MlflowTracker()
         except optuna.TrialPruned as pruned:
-            mlflow.set_tags({"ppo_exp.trial_state": "PRUNED", "ppo_exp.pruned": str(pruned)})
+            # MLflow has no "pruned" status: KILLED (stopped early) plus a name and a tag
+            # that say why, so that it does not read as a failure.
+            mlflow.set_tags(
+                {
+                    "ppo_exp.trial_state": "PRUNED",
+                    "ppo_exp.pruned": str(pruned),
+                    "mlflow.runName": f"{run.info.run_name} (pruned)",
+                }
+            )
             mlflow.end_run(status="KILLED")
             raise
         except BaseException as error:
             mlflow.set_tag("ppo_exp.error", f"{type(error).__name__}: {error}"[:5000])
             mlflow.log_text(traceback.format_exc(), "error.txt")
             raise
+
+
+def sweep_run_name(overrides: list[str], fallback: str) -> str:
+    """A sweep parent's name from what it sweeps: `sweep clip_eps=0.1,0.2 lr=1e-4,3e-4`.
+
+    Args:
+        overrides: the multirun's command-line overrides.
+        fallback: the name's tail when no override sweeps (e.g. the sweep directory).
+    """
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except Exception:  # Hydra already accepted them; a name never stops a sweep
+        parsed = []
+    swept = [o.input_line for o in parsed if o.is_sweep_override()]
+    name = f"sweep {' '.join(swept) or fallback}"
+    return name if len(name) <= 250 else name[:249] + "…"  # MLflow caps names at 250
 
 
 class SweepParentRun(Callback):
@@ -119,9 +176,8 @@ class SweepParentRun(Callback):
         experiment_id = configure(config.mlflow)
         sweep_dir = config.hydra.sweep.dir
         tags = {"ppo_exp.kind": "sweep", "ppo_exp.sweep_dir": str(sweep_dir)}
-        run = MlflowClient().create_run(
-            experiment_id, run_name=f"sweep {Path(sweep_dir).name}", tags=resolve_tags(tags)
-        )
+        name = sweep_run_name(list(config.hydra.overrides.task), Path(sweep_dir).name)
+        run = MlflowClient().create_run(experiment_id, run_name=name, tags=resolve_tags(tags))
         self.run_id = run.info.run_id
         os.environ[PARENT_RUN_ENV] = self.run_id
         atexit.register(self._end, "FAILED")

@@ -347,13 +347,19 @@ def test_report_command_relogs_importances_and_names_unknown_studies(core):
     wd = core.wd
     (parent,) = wd.runs("study")
     client = wd.client()
-    before = len(client.get_metric_history(parent.info.run_id, "importance.lr"))
+    before = client.get_metric_history(parent.info.run_id, "importance.lr")
+    # step = complete trials: one point per report of new trials (2, then 3), and the
+    # third launch, which added no trial, added no point
+    assert [m.step for m in before] == [2, 3]
     result = wd.report("core")
     assert result.returncode == 0, result.stderr[-3000:]
     assert parent.info.run_id in result.stdout
     after = client.get_metric_history(parent.info.run_id, "importance.lr")
-    assert len(after) == before + 1
+    assert after == before  # the same trials: no second point at step 3
     assert after[-1].value == pytest.approx(parent.data.metrics["importance.lr"])
+    tags = client.get_run(parent.info.run_id).data.tags
+    assert tags["study.n_trials"] == "3"  # the last launch's target, kept current
+    assert "**Study `core`: hyperparameter importance**" in tags["mlflow.note.content"]
     assert client.get_run(parent.info.run_id).info.status == "FINISHED"
 
     result = wd.report("no_such_study")

@@ -9,6 +9,7 @@ trial, and under each trial the training runs of its seeds.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 import optuna
@@ -18,7 +19,8 @@ from mlflow.tracking.context.registry import resolve_tags
 from omegaconf import DictConfig, OmegaConf
 from optuna.trial import FrozenTrial, TrialState
 
-from ppo_exp.tracking import configure
+from ppo_exp.study.storage import DEFAULT_STORAGE
+from ppo_exp.tracking import configure, mask_url
 
 PARENT_ATTR = "mlflow_parent_run_id"  # where the study remembers its parent run
 TRIAL_RUN_ATTR = "mlflow_run_id"  # where a trial remembers its MLflow run
@@ -40,6 +42,7 @@ def study_parent_run(study: optuna.Study, config: DictConfig, settings: Any) -> 
     if run_id:
         try:
             client.update_run(run_id, status="RUNNING")
+            tag_launch(run_id, settings)
             return run_id
         except MlflowException:
             pass  # the study outlived its tracking store: start a new parent there
@@ -49,12 +52,29 @@ def study_parent_run(study: optuna.Study, config: DictConfig, settings: Any) -> 
         experiment_id, run_name=f"study {study.study_name}", tags=resolve_tags(tags)
     )
     run_id = run.info.run_id
-    for key in ("n_trials", "seeds", "objectives", "sampler", "pruner", "storage"):
+    for key in ("seeds", "objectives", "sampler", "pruner"):
         client.log_param(run_id, f"study.{key}", str(getattr(settings, key)))
+    client.log_param(run_id, "study.storage", storage_url(settings.storage))
+    tag_launch(run_id, settings)
     client.log_dict(run_id, OmegaConf.to_container(config, resolve=False), "study/config.yaml")
     study.set_user_attr(PARENT_ATTR, run_id)
     study.set_user_attr("objectives", list(settings.objectives))
     return run_id
+
+
+def tag_launch(run_id: str, settings: Any) -> None:
+    """Settings a relaunch may change, as tags (params cannot change): `study.n_trials`."""
+    MlflowClient().set_tag(run_id, "study.n_trials", str(settings.n_trials))
+
+
+def storage_url(url: str | None) -> str:
+    """Where the study really is: an absolute path for files, credentials masked."""
+    url = url or DEFAULT_STORAGE
+    for prefix in ("sqlite:///", "journal:"):
+        path = url.removeprefix(prefix)
+        if url.startswith(prefix) and path and not path.startswith("/") and ":" not in path:
+            url = prefix + str(Path(path).resolve())
+    return mask_url(url)
 
 
 def start_trial_run(parent_run_id: str, trial: optuna.Trial, study_name: str) -> str:
@@ -94,6 +114,8 @@ def end_trial_run(
             if math.isfinite(value):
                 client.log_metric(run_id, f"{name}.seed_{seed}", value)
     client.set_tag(run_id, "ppo_exp.trial_state", state.name)
+    if state == TrialState.PRUNED:  # KILLED in MLflow: the name says it was the pruner
+        client.update_run(run_id, name=f"{client.get_run(run_id).info.run_name} (pruned)")
     if reason:
         client.set_tag(
             run_id, "ppo_exp.error" if state == TrialState.FAIL else "ppo_exp.pruned", reason[:5000]

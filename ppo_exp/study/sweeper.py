@@ -22,6 +22,7 @@ from typing import Any
 import optuna
 from hydra.core.config_store import ConfigStore
 from hydra.core.plugins import Plugins
+from hydra.core.utils import JobStatus
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
@@ -150,6 +151,7 @@ class StudySweeper(Sweeper):
                 directions=directions,
                 load_if_exists=True,
             )
+            study.set_metric_names(list(s.objectives))  # optuna-dashboard's axis labels
             self.parent_run_id = runs.study_parent_run(study, self.config, s)
             if not study.get_trials(deepcopy=False):  # a new study: queue its baselines
                 for params in s.enqueue:
@@ -270,11 +272,12 @@ def _outcome(
     job: Any, active: context.ActiveTrial, metrics: list[str], seed: int
 ) -> tuple[TrialState, str | None]:
     """COMPLETE, PRUNED or FAIL (with the reason) for one finished seed job."""
-    try:
-        _ = job.return_value  # re-raises what the job raised
-    except optuna.TrialPruned as pruned:
-        return TrialState.PRUNED, str(pruned)
-    except Exception as error:  # the trainer raised: this trial fails, the study goes on
+    # What the job raised. Not `job.return_value`: it would print Hydra's "Error executing
+    # job" line, which reads like a failure for a pruned trial (logged as one info line).
+    error = job._return_value if job.status != JobStatus.COMPLETED else None
+    if isinstance(error, optuna.TrialPruned):
+        return TrialState.PRUNED, str(error)
+    if error is not None:  # the trainer raised: this trial fails, the study goes on
         return TrialState.FAIL, f"seed {seed}: {type(error).__name__}: {error}"
     for name in metrics:
         value = active.final.get(name, math.nan)

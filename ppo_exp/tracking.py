@@ -22,6 +22,7 @@ import pandas as pd
 from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
+from hydra.utils import get_class
 from mlflow.tracking import MlflowClient
 from mlflow.tracking.context.registry import resolve_tags
 from omegaconf import DictConfig, OmegaConf
@@ -171,7 +172,7 @@ class SweepParentRun(Callback):
         self.failures = 0
 
     def on_multirun_start(self, config: DictConfig, **kwargs: object) -> None:
-        if "OptunaStudySweeper" in str(config.hydra.sweeper.get("_target_", "")):
+        if getattr(get_class(config.hydra.sweeper._target_), "tracks_its_own_parent_run", False):
             return  # a study keeps its own parent run, shared by all its workers
         experiment_id = configure(config.mlflow)
         sweep_dir = config.hydra.sweep.dir

@@ -355,12 +355,18 @@ def test_notebooks_are_stored_without_outputs_and_match_their_py_twins(name):
     assert [c.source for c in twin.cells] == [c.source for c in notebook.cells]
 
 
-def test_parameters_are_injected_after_the_parameters_cell():
+def test_execute_notebook_injects_parameters_after_the_parameters_cell(tmp_path):
     nbformat = pytest.importorskip("nbformat")
-    notebook = nbformat.read(NOTEBOOKS / "sensitivity.ipynb", as_version=4)
-    analysis.inject_parameters(notebook, {"study": "core", "pair": ("lr", "lam")})
-    assert notebook.cells[2].metadata["tags"] == ["injected-parameters"]
-    assert "study = 'core'\npair = ('lr', 'lam')" in notebook.cells[2].source
+    notebook = nbformat.v4.new_notebook()
+    notebook.cells = [
+        nbformat.v4.new_code_cell("factor = 1\nlabel = 'x'", metadata={"tags": ["parameters"]}),
+        nbformat.v4.new_code_cell("print(label, factor * 21)"),
+    ]
+    path = tmp_path / "tiny.ipynb"
+    nbformat.write(notebook, path)
+    executed = analysis.execute_notebook(path, {"factor": 2, "label": "injected"}, cwd=tmp_path)
+    assert executed.cells[1].metadata["tags"] == ["injected-parameters"]
+    assert executed.cells[2].outputs[0]["text"] == "injected 42\n"
 
 
 def test_render_command_needs_something_to_render(capsys):
@@ -370,10 +376,12 @@ def test_render_command_needs_something_to_render(capsys):
 
 
 def test_render_command_names_the_error_of_a_failing_cell(monkeypatch, capsys):
-    exceptions = pytest.importorskip("nbclient.exceptions")
+    papermill = pytest.importorskip("papermill")
 
     def failing_render(*args, **kwargs):
-        raise exceptions.CellExecutionError("traceback", "LookupError", "no study 'nope'")
+        raise papermill.PapermillExecutionError(
+            0, 1, "load_runs(...)", "LookupError", "no study 'nope'", ["traceback"]
+        )
 
     monkeypatch.setattr(cli, "render", failing_render)
     with pytest.raises(SystemExit) as exit_info:

@@ -19,8 +19,8 @@ The notebooks in `analysis/` are thin: every number they show comes from here.
   by default);
 - `conclusions`: a few sentences written from the numbers above;
 - `plot_*`: matplotlib figures of these tables (`Figure` objects: no global state);
-- `execute_notebook` and `render` run a notebook headless with injected parameters
-  (`inject_parameters`); `render` saves it as a standalone HTML report, also as a command:
+- `execute_notebook` and `render` run a notebook headless with parameters injected by
+  papermill; `render` saves it as a standalone HTML report, also as a command:
 
       python -m ppo_exp.analysis render --study core --tracking-uri sqlite:///mlflow.db \\
           --out analysis/reports/core.html
@@ -51,7 +51,7 @@ from ppo_exp.analysis._plots import (
     plot_learning_curves,
     plot_param_effects,
 )
-from ppo_exp.analysis._render import execute_notebook, inject_parameters, render
+from ppo_exp.analysis._render import execute_notebook, render
 from ppo_exp.analysis._select import (
     complete,
     config_labels,
@@ -84,7 +84,6 @@ __all__ = [
     "format_value",
     "has_params",
     "hyperparameters",
-    "inject_parameters",
     "interaction_table",
     "label_runs",
     "learning_curves",

@@ -60,11 +60,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     for item in args.param:
         key, _, value = item.partition("=")
         parameters[key] = _literal(value)
-    from nbclient.exceptions import CellExecutionError
+    from papermill import PapermillExecutionError
 
     try:
         out = render(notebook, args.out, parameters, exclude_input=args.no_input)
-    except CellExecutionError as error:  # the cell's traceback is long and coloured: name it
+    except PapermillExecutionError as error:  # the cell's traceback is long and coloured: name it
         parser.exit(1, f"{notebook}: a cell raised {error.ename}: {error.evalue}\n")
     print(f"wrote {out}")
     return 0

@@ -1,4 +1,4 @@
-"""Rendering: execute a notebook headless with parameters, and save it as HTML."""
+"""Rendering: execute a notebook headless with parameters (papermill), and save it as HTML."""
 
 from __future__ import annotations
 
@@ -15,29 +15,6 @@ def notebook_path(name: str | Path) -> Path:
     return Path(str(files("ppo_exp.notebooks"))) / f"{path.stem}.ipynb"
 
 
-def inject_parameters(notebook: Any, parameters: dict[str, Any]) -> Any:
-    """Add a cell assigning `parameters` after the cell tagged `parameters` (papermill-style).
-
-    Args:
-        notebook: an nbformat notebook (modified in place).
-        parameters: names and Python literals.
-
-    Returns:
-        The notebook.
-    """
-    import nbformat
-
-    source = "# Parameters\n" + "".join(f"{k} = {v!r}\n" for k, v in parameters.items())
-    cell = nbformat.v4.new_code_cell(source, metadata={"tags": ["injected-parameters"]})
-    tagged = [
-        i
-        for i, c in enumerate(notebook.cells)
-        if "parameters" in c.get("metadata", {}).get("tags", [])
-    ]
-    notebook.cells.insert(tagged[0] + 1 if tagged else 0, cell)
-    return notebook
-
-
 def execute_notebook(
     name: str | Path,
     parameters: dict[str, Any] | None = None,
@@ -45,11 +22,11 @@ def execute_notebook(
     cwd: str | Path | None = None,
     timeout: int = 900,
 ) -> Any:
-    """Run a notebook headless, top to bottom, with injected parameters.
+    """Run a notebook headless, top to bottom, with parameters injected by papermill.
 
     Args:
         name: a notebook path or name (see `notebook_path`).
-        parameters: values for its `parameters` cell.
+        parameters: values for its `parameters` cell (papermill adds a cell after it).
         cwd: the kernel's working directory (relative tracking URIs resolve there);
             None = the current one.
         timeout: seconds allowed per cell.
@@ -58,21 +35,20 @@ def execute_notebook(
         The executed nbformat notebook, outputs included.
 
     Raises:
-        nbclient.exceptions.CellExecutionError: a cell raised.
+        papermill.PapermillExecutionError: a cell raised.
     """
-    import nbformat
-    from nbclient import NotebookClient
+    import papermill
 
-    notebook = nbformat.read(notebook_path(name), as_version=4)
-    inject_parameters(notebook, parameters or {})
-    client = NotebookClient(
-        notebook,
-        timeout=timeout,
+    return papermill.execute_notebook(
+        notebook_path(name),
+        None,  # keep the executed notebook in memory; `render` writes the HTML
+        parameters=parameters or {},
         kernel_name="python3",
-        resources={"metadata": {"path": str(Path(cwd or Path.cwd()).resolve())}},
+        language="python",
+        cwd=str(Path(cwd or Path.cwd()).resolve()),
+        execution_timeout=timeout,
+        progress_bar=False,
     )
-    client.execute()
-    return notebook
 
 
 def render(

@@ -16,8 +16,15 @@ from omegaconf import OmegaConf
 
 
 def register_studies() -> list[str]:
-    """Register every studies/*.yaml as `study=NAME`; ./studies wins over the repo's."""
-    import ppo_exp.study.sweeper  # noqa: F401  registers hydra/sweeper=optuna_study
+    """Register the study sweeper with Hydra, and every studies/*.yaml as `study=NAME`
+    (./studies wins over the shipped ones)."""
+    from hydra.core.plugins import Plugins
+
+    from hydra_plugins.ppo_exp_sweeper import OptunaStudySweeper  # stores hydra/sweeper=...
+
+    # Hydra finds plugins by scanning the `hydra_plugins` namespace package, which it cannot
+    # do through the import hooks of an editable install: register ours by hand as well.
+    Plugins.instance().register(OptunaStudySweeper)
 
     store = ConfigStore.instance()
     names = []

@@ -112,6 +112,11 @@ def _build(table: dict[str, type], spec: dict[str, Any], key: str) -> Any:
 
 
 class StudySweeper(Sweeper):
+    """Hydra sweeper running an Optuna study (Hydra's name for it: hydra_plugins/)."""
+
+    # The study keeps one MLflow parent run for all its workers: no per-launch sweep parent.
+    tracks_its_own_parent_run = True
+
     def __init__(self, **settings: Any):
         self.s = StudySweeperConf(**{k: _plain(v) for k, v in settings.items()})
         self.s.objectives = self.s.objectives or dict(DEFAULT_OBJECTIVES)

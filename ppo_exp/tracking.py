@@ -188,6 +188,11 @@ class SweepParentRun(Callback):
             self.failures += 1
 
     def on_multirun_end(self, config: DictConfig, **kwargs: object) -> None:
+        if self.run_id is not None:
+            from ppo_exp.study.description import NOTE_TAG, sweep_description
+
+            note = sweep_description(self.run_id, str(config.get("objective", "")))
+            MlflowClient().set_tag(self.run_id, NOTE_TAG, note)
         self._end("FAILED" if self.failures else "FINISHED")
 
     def _end(self, status: str) -> None:

@@ -53,6 +53,13 @@ def test_multirun_makes_one_run_per_value_under_a_parent(tmp_path, mlflow_uri, b
         "#0 clip_eps=0.1,train=smoke",
         "#1 clip_eps=0.2,train=smoke",
     ]
+    # the parent says what it swept, and its Description ranks the runs
+    assert parent.info.run_name == "sweep clip_eps=0.1,0.2"
+    note = parent.data.tags["mlflow.note.content"]
+    assert "**Sweep `clip_eps=0.1,0.2`**: 2 runs, objective `eval/reward_mean`" in note
+    assert "| run | `clip_eps` | eval/reward_mean | status |" in note
+    best = max(jobs, key=lambda r: r.data.metrics["eval/reward_mean"])
+    assert f"**Highest:** {best.info.run_name}" in note
 
 
 def test_bad_value_fails_in_one_line_before_any_model_loads(tmp_path, mlflow_uri):

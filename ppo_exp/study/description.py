@@ -1,4 +1,4 @@
-"""The study parent run's Description (`mlflow.note.content`): the report in Markdown.
+"""Parent runs' Descriptions (`mlflow.note.content`): a study's report, a sweep's table.
 
 MLflow shows a run's Description at the top of its Overview, so a reader who opens the
 study's parent run sees, without another click: the trials so far, the best trial,
@@ -11,6 +11,8 @@ from __future__ import annotations
 import math
 from urllib.parse import quote
 
+from mlflow.entities import Run
+from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
 from ppo_exp.study.figures import ranked_params
@@ -182,4 +184,48 @@ def study_description(summary: Summary, run_id: str, figures: list[str], n_trial
         for name in figures
     ]
     lines.append("- `study/trials.csv`: every trial, its state, values and params")
+    return "\n".join(lines)
+
+
+def sweep_description(run_id: str, objective: str) -> str:
+    """A sweep parent's Description: what was swept, the best run and a table of runs.
+
+    Args:
+        run_id: the sweep's parent run; its children are the sweep's jobs.
+        objective: the metric the runs report as their objective (`objective` key).
+    """
+    client = MlflowClient()
+    parent = client.get_run(run_id)
+    children = client.search_runs(
+        [parent.info.experiment_id],
+        filter_string=f"tags.mlflow.parentRunId = '{run_id}'",
+        max_results=1000,
+    )
+    keys = sorted({k for r in children for k in r.data.params})
+    swept = [k for k in keys if len({r.data.params.get(k) for r in children}) > 1]
+
+    def value(run: Run) -> float:
+        return run.data.metrics.get(objective, math.nan)
+
+    ranked = sorted(children, key=lambda r: (math.isnan(value(r)), -value(r)))
+    what = parent.info.run_name.removeprefix("sweep ")
+    lines = [f"**Sweep `{what}`**: {len(children)} runs, objective `{objective}`.", ""]
+    if ranked and not math.isnan(value(ranked[0])):
+        best = ranked[0]
+        setting = ", ".join(f"`{k}`={best.data.params.get(k)}" for k in swept)
+        lines += [
+            f"**Highest:** {best.info.run_name}, {objective} = {value(best):.4g}"
+            + (f", with {setting}." if setting else "."),
+            "",
+        ]
+    rows = [
+        [
+            r.info.run_name,
+            *(str(r.data.params.get(k, "–")) for k in swept),
+            _number(value(r), 4),
+            r.info.status,
+        ]
+        for r in ranked
+    ]
+    lines.append(markdown_table(["run", *(f"`{k}`" for k in swept), objective, "status"], rows))
     return "\n".join(lines)

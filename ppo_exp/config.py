@@ -97,6 +97,26 @@ class MlflowConfig:
 
 
 @dataclass
+class TrialConfig:
+    """The Optuna trial a training job belongs to, set by the study sweeper as overrides.
+
+    The job opens the storage itself, reports its objective there at every held-out eval
+    and asks it whether to prune (Optuna's pattern for distributed trials); the sweeper
+    tells Optuna the result. Nothing else carries the trial, so a job behaves the same
+    in-process, in a joblib worker, a SLURM job or a Ray worker. Never set by hand.
+    """
+
+    study: str | None = None  # study name; null = an ordinary run, not part of a study
+    storage: str | None = None  # Optuna storage URL (local files as absolute paths)
+    trial: int | None = None  # trial number (names the run)
+    trial_id: int | None = None  # the storage's id of the trial (reports go there)
+    seed_index: int = 0  # index in the trial's seeds: steps reported to Optuna are offset
+    # by seed_index * (iterations + 1), so a trial's seeds form one growing curve
+    objectives: list[str] = field(default_factory=list)  # metrics the job returns, in order
+    parent_run_id: str | None = None  # the trial's MLflow run: this job's run is its child
+
+
+@dataclass
 class PPOConfig:
     # --- GAE (gae/): how the end-of-response reward is spread back over tokens
     gamma: float = 1.0  # discount per token, in [0, 1]; 1 = no discount (TRL's default)
@@ -143,11 +163,15 @@ class PPOConfig:
     # the gradients accumulated: one optimiser step per minibatch as before; null = whole
     rollout_micro_batch: int | None = None  # rows per rollout forward pass; null = whole batch
     objective: str = "eval/reward_mean"  # metric returned to sweepers (last logged value)
+    threads: int | None = None  # torch intra-op threads of this job, set before any tensor
+    # work; null = $OMP_NUM_THREADS if set, else the CPU cores available to the job / the
+    # jobs its launch runs at once on that machine (ppo_exp/resources.py)
 
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     reward: RewardConfig = field(default_factory=RewardConfig)
     mlflow: MlflowConfig = field(default_factory=MlflowConfig)
+    optuna: TrialConfig = field(default_factory=TrialConfig)
 
     def __post_init__(self) -> None:
         validate(self)
@@ -202,6 +226,9 @@ def validate(cfg: PPOConfig) -> None:
     for key in ("eval_every", "sample_every"):
         value = getattr(cfg, key)
         _check(value >= 0, key, value, "an integer >= 0 (0 = only at the end / off)")
+    _check(
+        cfg.threads is None or cfg.threads >= 1, "threads", cfg.threads, "an integer >= 1, or null"
+    )
     _check(cfg.eval_prompts >= 1, "eval_prompts", cfg.eval_prompts, "an integer >= 1")
     _check(
         cfg.objective.startswith(METRIC_PREFIXES),
@@ -298,7 +325,7 @@ def mlflow_params(cfg: PPOConfig) -> dict[str, object]:
     return params
 
 
-_SECTIONS = ("model", "data", "reward", "mlflow")
+_SECTIONS = ("model", "data", "reward", "mlflow", "optuna", "threads")  # not hyperparameters
 
 
 def to_config(cfg: DictConfig) -> PPOConfig:

@@ -30,29 +30,35 @@ def validated(cfg: DictConfig) -> PPOConfig:
         raise SystemExit(2) from None
 
 
-def train_and_track(cfg: DictConfig) -> dict[str, float]:
-    """Validate `cfg`, train with MLflow tracking, and return the final metrics."""
+def train_and_track(cfg: DictConfig) -> tuple[dict[str, float], float]:
+    """Validate `cfg`, train with MLflow tracking; return the final metrics and the
+    seconds spent in the trainer (the rest of a job's time is the harness's)."""
     ppo_cfg = validated(cfg)
     # Imported here so a bad config fails fast, before torch and transformers load.
+    import mlflow
+
     from ppo_exp import tracking
-    from ppo_exp.study import context
+    from ppo_exp.resources import apply_threads
 
-    trial = context.active()  # set when an Optuna study launched this job
-    name = f"trial {trial.trial.number} seed {ppo_cfg.seed}" if trial else None
-    with tracking.start_run(ppo_cfg, cfg, name=name) as tracker:
+    threads = apply_threads(ppo_cfg.threads)  # before any tensor work
+    trial = ppo_cfg.optuna  # set when an Optuna study launched this job
+    name = f"trial {trial.trial} seed {ppo_cfg.seed}" if trial.study else None
+    with tracking.start_run(ppo_cfg, cfg, name=name, parent_run_id=trial.parent_run_id) as tracker:
+        mlflow.set_tag("ppo_exp.threads", threads)  # as torch reports it
+        trackers: list = [tracker]
+        if trial.study:
+            from ppo_exp.study import job
+
+            trackers.append(job.reporter(trial, ppo_cfg.iterations))
         started = time.perf_counter()
-        try:
-            # torch and transformers load with the trainer: its startup, not the harness's
-            from transformers.utils import logging as hf_logging
+        # torch and transformers load with the trainer: its startup, not the harness's
+        from transformers.utils import logging as hf_logging
 
-            from ppo_exp.ppo.trainer import train
+        from ppo_exp.ppo.trainer import train
 
-            hf_logging.disable_progress_bar()  # one progress bar, ours: none per weight load
+        hf_logging.disable_progress_bar()  # one progress bar, ours: none per weight load
 
-            return train(ppo_cfg, [tracker, *([context.reporter()] if trial else [])])
-        finally:
-            if trial:
-                trial.train_seconds += time.perf_counter() - started
+        return train(ppo_cfg, trackers), time.perf_counter() - started
 
 
 def objective_of(metrics: dict[str, float], name: str) -> float:
@@ -63,8 +69,12 @@ def objective_of(metrics: dict[str, float], name: str) -> float:
 
 
 @hydra.main(config_path="pkg://ppo_exp.conf", config_name="config", version_base=None)
-def main(cfg: DictConfig) -> float:
-    metrics = train_and_track(cfg)
+def main(cfg: DictConfig) -> float | dict:
+    metrics, train_seconds = train_and_track(cfg)
+    if cfg.optuna.study:  # a study job returns its objective(s) to the study sweeper
+        from ppo_exp.study import job
+
+        return job.result(metrics, cfg.optuna, train_seconds)
     value = objective_of(metrics, cfg.objective)
     log.info("objective %s = %.4f", cfg.objective, value)
     return value

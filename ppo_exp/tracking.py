@@ -10,7 +10,6 @@ from __future__ import annotations
 import atexit
 import contextlib
 import logging
-import os
 import traceback
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +19,7 @@ import mlflow
 import optuna
 import pandas as pd
 from hydra.core.hydra_config import HydraConfig
+from hydra.core.utils import JobStatus
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from hydra.utils import get_class
@@ -31,7 +31,6 @@ from ppo_exp.config import MlflowConfig, PPOConfig, mlflow_params
 
 log = logging.getLogger("ppo_exp")
 
-PARENT_RUN_ENV = "PPO_EXP_PARENT_RUN_ID"  # set by a sweep, read by its jobs
 SECRET_QUERY_KEYS = ("password", "passwd", "token", "secret", "key", "sslpassword")
 
 
@@ -96,21 +95,44 @@ def run_name(overrides: list[str]) -> str:
     return name
 
 
+def sweep_parent_run_id(experiment_id: str) -> str | None:
+    """The parent run of the `-m` sweep this job belongs to (None outside a sweep).
+
+    Found by its sweep directory, which every job's Hydra config carries: a job finds it
+    wherever it runs (in-process, a joblib worker, a SLURM or Ray job).
+    """
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return None
+    sweep_dir = str(HydraConfig.get().sweep.dir).replace("'", "\\'")
+    found = MlflowClient().search_runs(
+        [experiment_id],
+        filter_string=f"tags.`ppo_exp.kind` = 'sweep' and tags.`ppo_exp.sweep_dir` = '{sweep_dir}'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    return found[0].info.run_id if found else None
+
+
 @contextlib.contextmanager
 def start_run(
-    cfg: PPOConfig, resolved: DictConfig, *, name: str | None = None
+    cfg: PPOConfig,
+    resolved: DictConfig,
+    *,
+    name: str | None = None,
+    parent_run_id: str | None = None,
 ) -> Iterator[MlflowTracker]:
     """Open the job's MLflow run with its params, tags and config, and close it.
 
-    A job that raises leaves its run FAILED, with the error in the tag `ppo_exp.error`
-    and the traceback in the artifact `error.txt`.
+    The run is a child of `parent_run_id` (a study's trial run), else of its sweep's
+    parent run, if any. A job that raises leaves its run FAILED, with the error in the
+    tag `ppo_exp.error` and the traceback in the artifact `error.txt`.
     """
-    configure(cfg.mlflow)
+    experiment_id = configure(cfg.mlflow)
     overrides = job_overrides()
     all_tags = {"ppo_exp.kind": "run", "ppo_exp.overrides": " ".join(overrides)}
     if HydraConfig.initialized():
         all_tags["ppo_exp.output_dir"] = HydraConfig.get().runtime.output_dir
-    if parent := os.environ.get(PARENT_RUN_ENV):
+    if parent := parent_run_id or sweep_parent_run_id(experiment_id):
         all_tags["mlflow.parentRunId"] = parent
     with mlflow.start_run(run_name=name or run_name(overrides), tags=all_tags) as run:
         mlflow.log_params(mlflow_params(cfg))
@@ -162,14 +184,17 @@ def sweep_run_name(overrides: list[str], fallback: str) -> str:
 class SweepParentRun(Callback):
     """Hydra callback: one parent MLflow run groups the jobs of a `-m` multirun.
 
-    Jobs find it through the PPO_EXP_PARENT_RUN_ID environment variable. The parent
-    ends FINISHED when every job succeeded, FAILED otherwise (also when the sweep is
-    interrupted, through an exit handler).
+    Jobs find it by the sweep directory (`sweep_parent_run_id`). A job that fails tags
+    the parent with its number, overrides and error, from wherever it runs. When the
+    sweep ends, or stops because a job failed or it was interrupted (an exit handler),
+    any job run still RUNNING is marked FAILED (its process is gone: a parallel launcher
+    stopped it), the finished jobs' runs are kept as they are, and the parent ends
+    FINISHED when every job succeeded, FAILED otherwise, naming the failed jobs.
+    Studies keep their own parent run, shared by all their workers.
     """
 
     def __init__(self) -> None:
         self.run_id: str | None = None
-        self.failures = 0
 
     def on_multirun_start(self, config: DictConfig, **kwargs: object) -> None:
         if getattr(get_class(config.hydra.sweeper._target_), "tracks_its_own_parent_run", False):
@@ -180,12 +205,20 @@ class SweepParentRun(Callback):
         name = sweep_run_name(list(config.hydra.overrides.task), Path(sweep_dir).name)
         run = MlflowClient().create_run(experiment_id, run_name=name, tags=resolve_tags(tags))
         self.run_id = run.info.run_id
-        os.environ[PARENT_RUN_ENV] = self.run_id
         atexit.register(self._end, "FAILED")
 
     def on_job_end(self, config: DictConfig, job_return: object, **kwargs: object) -> None:
-        if getattr(getattr(job_return, "status", None), "name", "") == "FAILED":
-            self.failures += 1
+        """Runs in the job's own process (a parallel launcher ships this callback there)."""
+        if self.run_id is None or getattr(job_return, "status", None) != JobStatus.FAILED:
+            return
+        error = job_return._return_value  # noqa: SLF001 (`return_value` re-raises it)
+        overrides = " ".join(getattr(job_return, "overrides", None) or [])
+        configure(config.mlflow)  # this process may not have tracked anything yet
+        MlflowClient().set_tag(
+            self.run_id,
+            f"ppo_exp.failed_job.{config.hydra.job.num}",
+            f"{overrides}: {type(error).__name__}: {error}"[:5000],
+        )
 
     def on_multirun_end(self, config: DictConfig, **kwargs: object) -> None:
         if self.run_id is not None:
@@ -193,13 +226,39 @@ class SweepParentRun(Callback):
 
             note = sweep_description(self.run_id, str(config.get("objective", "")))
             MlflowClient().set_tag(self.run_id, NOTE_TAG, note)
-        self._end("FAILED" if self.failures else "FINISHED")
+        self._end("FINISHED")
 
     def _end(self, status: str) -> None:
         if self.run_id is None:
             return
+        run_id, self.run_id = self.run_id, None
         client = MlflowClient()
-        client.set_tag(self.run_id, "ppo_exp.failed_jobs", str(self.failures))
-        client.set_terminated(self.run_id, status=status)
-        os.environ.pop(PARENT_RUN_ENV, None)
-        self.run_id = None
+        parent = client.get_run(run_id)
+        jobs = client.search_runs(
+            [parent.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{run_id}'"
+        )
+        # job number -> what went wrong; from the jobs' own reports, then their runs
+        failed = {
+            key.removeprefix("ppo_exp.failed_job."): value
+            for key, value in parent.data.tags.items()
+            if key.startswith("ppo_exp.failed_job.")
+        }
+        for job in jobs:
+            number = (job.info.run_name or "").split(" ")[0].removeprefix("#")
+            if job.info.status == "FAILED":
+                failed.setdefault(number, job.data.tags.get("ppo_exp.error", "failed"))
+        reason = "the sweep stopped before this job ended (its process was stopped)"
+        if failed:
+            reason += f"; failed: job {', '.join(sorted(failed))}"
+        for job in jobs:
+            if job.info.status == "RUNNING":
+                number = (job.info.run_name or "").split(" ")[0].removeprefix("#")
+                failed[number] = reason
+                client.set_tag(job.info.run_id, "ppo_exp.error", reason)
+                client.set_terminated(job.info.run_id, status="FAILED")
+        client.set_tag(run_id, "ppo_exp.failed_jobs", str(len(failed)))
+        if failed:
+            summary = "; ".join(f"job {job}: {error}" for job, error in sorted(failed.items()))
+            client.set_tag(run_id, "ppo_exp.error", summary[:5000])
+        client.set_terminated(run_id, status="FAILED" if failed else status)
+

@@ -2,6 +2,7 @@
 
     python -m ppo_exp.bench.study pruning --workdir results --trials 60
     python -m ppo_exp.bench.study confirm --workdir results/pruned --study core --seeds 0,1,2,3,4
+    python -m ppo_exp.bench.study throughput --workdir results/throughput --trials 20
 
 `pruning` runs studies/core.yaml twice side by side, one CPU core each, same sampler seed:
 as shipped (median pruner; first its own 20 trials, then resumed to --trials) in
@@ -13,6 +14,11 @@ order, so the first 20 trials of a longer study are exactly those of a 20-trial 
 `confirm` retrains the study's best params (best of the first 20 trials, and of all) and
 the defaults under the study's per-trial budget with more seeds, and prints the held-out
 results of each: the study's seeds alone cannot tell a small gain from seed noise.
+
+`throughput` runs studies/core.yaml as shipped twice, one after the other (each needs the
+whole machine): one job at a time with `threads` = all the cores, then `hydra.sweeper.n_jobs`
+= the cores through joblib with one thread each. It prints trials per hour of each and
+their ratio, and both studies' best values at the same trial count.
 Each workdir keeps mlflow.db and optuna.db for analysis/sensitivity.ipynb.
 """
 
@@ -133,11 +139,38 @@ def confirm(workdir: Path, study_name: str, seeds: str, overrides: list[str]) ->
                   f"(s.e. over seeds; per seed {[round(g, 3) for g in gain]})")
 
 
+def throughput(workdir: Path, trials: int, overrides: list[str]) -> None:
+    from ppo_exp.resources import cores
+
+    n = cores()
+    setups = {
+        f"one job x {n} threads": ["threads=" + str(n)],
+        f"n_jobs={n} x 1 thread (joblib)": [
+            "hydra/launcher=joblib", f"hydra.sweeper.n_jobs={n}", "threads=1"
+        ],
+    }
+    rates, studies = {}, {}
+    for i, (label, setup) in enumerate(setups.items()):
+        rundir = workdir / f"setup{i}"
+        wall = launch(rundir, "-m", "study=core", f"hydra.sweeper.n_trials={trials}", *setup,
+                      *overrides)
+        studies[label] = load_study(rundir, "core").trials
+        rates[label] = len(studies[label]) / wall * 3600
+        print(f"{label}: {len(studies[label])} trials in {wall / 60:.1f} min = "
+              f"{rates[label]:.1f} trials/hour")
+    (one, many) = rates
+    print(f"throughput ratio ({many}) / ({one}): {rates[many] / rates[one]:.2f}x")
+    for label, study_trials in studies.items():
+        b = best(study_trials)
+        print(f"{label}: best value {b.value:.4f} (trial {b.number}) of {len(study_trials)} "
+              f"trials, {sum(t.state.name == 'PRUNED' for t in study_trials)} pruned")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("bench", choices=["pruning", "confirm"])
+    parser.add_argument("bench", choices=["pruning", "confirm", "throughput"])
     parser.add_argument("--workdir", type=Path, required=True, help="keeps mlflow.db, optuna.db")
-    parser.add_argument("--trials", type=int, default=60, help="pruning: trials per study")
+    parser.add_argument("--trials", type=int, default=60, help="pruning, throughput: trials")
     parser.add_argument("--study", default="core", help="confirm: the study's name")
     parser.add_argument("--seeds", default="0,1,2,3,4", help="confirm: seeds per config")
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides")
@@ -147,6 +180,8 @@ def main() -> None:
                      f"{SHIPPED_TRIALS} (the shipped study's own count)")
     if args.bench == "pruning":
         pruning(args.workdir, args.trials, args.overrides)
+    elif args.bench == "throughput":
+        throughput(args.workdir, args.trials, args.overrides)
     else:
         confirm(args.workdir, args.study, args.seeds, args.overrides)
 

@@ -23,7 +23,8 @@ from optuna.distributions import (
 
 from ppo_exp.config import ConfigError, PPOConfig
 
-SEARCHABLE = {f.name for f in fields(PPOConfig)} - {"model", "reward", "mlflow", "seed"}
+NOT_SEARCHABLE = {"model", "data", "reward", "mlflow", "optuna", "threads", "seed"}
+SEARCHABLE = {f.name for f in fields(PPOConfig)} - NOT_SEARCHABLE
 
 
 def distribution(key: str, spec: Mapping) -> BaseDistribution:

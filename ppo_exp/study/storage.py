@@ -31,13 +31,14 @@ DEFAULT_STORAGE = "sqlite:///optuna.db"
 def open_storage(
     url: str | None,
     *,
-    heartbeat_interval: int,
-    grace_period: int,
+    heartbeat_interval: int | None = None,
+    grace_period: int | None = None,
     stale_trial_callback: Callable[[optuna.Study, FrozenTrial], None] | None = None,
 ) -> BaseStorage:
     """The Optuna storage for `url` (None = DEFAULT_STORAGE in the working directory).
 
     `stale_trial_callback` runs for each trial failed because its worker stopped beating.
+    A training job opens it without heartbeat settings: its sweeper beats for it.
     """
     url = url or DEFAULT_STORAGE
     if url.startswith("journal:"):
@@ -49,6 +50,17 @@ def open_storage(
         heartbeat_stale_trial_callback=stale_trial_callback,
         engine_kwargs={"pool_pre_ping": True},
     )
+
+
+def absolute_url(url: str | None) -> str:
+    """`url` (None = DEFAULT_STORAGE) with a local file as an absolute path, so that a job
+    running in another directory or process opens the same study."""
+    url = url or DEFAULT_STORAGE
+    path = _local_file(url)
+    if path is None or path.is_absolute():
+        return url
+    prefix = "journal:" if url.startswith("journal:") else "sqlite:///"
+    return prefix + str(path.resolve())
 
 
 def _local_file(url: str) -> Path | None:

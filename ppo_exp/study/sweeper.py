@@ -1,114 +1,60 @@
 """A Hydra sweeper that runs an Optuna study: `python -m ppo_exp.run -m study=core`.
 
-Each trial asks Optuna for values of the searched config keys, runs the complete PPO
-trainer once per seed as an ordinary Hydra job (in-process, numbered and stored like
-any multirun job), reports the objective at every eval so a pruner can stop it, and
-tells Optuna the mean over seeds. Every worker started with the same command (on one
-machine, or on many sharing a PostgreSQL storage) works on the same study; relaunching
-resumes it, with `n_trials` as the total.
+Each trial asks Optuna for values of the searched config keys and runs the complete PPO
+trainer once per seed as ordinary Hydra jobs, through the configured Hydra launcher
+(in-process by default; joblib, submitit/SLURM or Ray for parallel jobs). Each job is
+told its trial by an `optuna` config node and reports its objective to the storage
+itself, so a pruner can stop it (ppo_exp/study/job.py); the sweeper tells Optuna the
+mean over seeds. `hydra.sweeper.n_jobs` trials run at once, each in its own slot: a
+finished trial frees its slot at once. Every worker started with the same command (on
+one machine, or on many sharing a PostgreSQL storage) works on the same study;
+relaunching resumes it, with `n_trials` as the total.
 """
 
 from __future__ import annotations
 
-import inspect
 import logging
 import math
-import os
+import threading
 import time
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 import optuna
-from hydra.core.config_store import ConfigStore
+from hydra._internal.core_plugins.basic_launcher import BasicLauncher
 from hydra.core.plugins import Plugins
 from hydra.core.utils import JobStatus
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from optuna.trial import TrialState
 
 from ppo_exp.config import ConfigError
-from ppo_exp.study import context, report, runs
+from ppo_exp.study import report, runs
+from ppo_exp.study.settings import (
+    DEFAULT_OBJECTIVES,
+    PRUNERS,
+    SAMPLERS,
+    StudySweeperConf,
+    build,
+    plain,
+)
 from ppo_exp.study.space import as_override, search_space
-from ppo_exp.study.storage import Heartbeat, budget_lock, fail_stale_trials, open_storage
-from ppo_exp.tracking import PARENT_RUN_ENV
+from ppo_exp.study.storage import (
+    Heartbeat,
+    absolute_url,
+    budget_lock,
+    fail_stale_trials,
+    open_storage,
+)
 
 log = logging.getLogger("ppo_exp")
 # We drive heartbeats ourselves around ask/tell (Study.optimize cannot run Hydra jobs),
 # so Optuna's notes that heartbeats are experimental and meant for optimize() are noise.
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
-
-SAMPLERS = {
-    "tpe": optuna.samplers.TPESampler,
-    "random": optuna.samplers.RandomSampler,
-    "gp": optuna.samplers.GPSampler,
-    "cmaes": optuna.samplers.CmaEsSampler,
-    "qmc": optuna.samplers.QMCSampler,
-    "nsga2": optuna.samplers.NSGAIISampler,
-    "nsga3": optuna.samplers.NSGAIIISampler,
-}
-PRUNERS = {
-    "median": optuna.pruners.MedianPruner,
-    "percentile": optuna.pruners.PercentilePruner,
-    "hyperband": optuna.pruners.HyperbandPruner,
-    "successive_halving": optuna.pruners.SuccessiveHalvingPruner,
-    "threshold": optuna.pruners.ThresholdPruner,
-    "wilcoxon": optuna.pruners.WilcoxonPruner,
-    "patient": optuna.pruners.PatientPruner,
-    "none": optuna.pruners.NopPruner,
-}
-
-
-DEFAULT_OBJECTIVES = {"eval/score_auc": "maximize"}
-
-
-@dataclass
-class StudySweeperConf:
-    """`hydra.sweeper` settings of a study (set them in studies/NAME.yaml)."""
-
-    _target_: str = "hydra_plugins.ppo_exp_sweeper.OptunaStudySweeper"
-    study_name: str = "study"  # Optuna study name, also the MLflow parent run's name
-    storage: str | None = None  # null = sqlite:///optuna.db; postgresql://...; journal:FILE
-    n_trials: int = 20  # total trials of the study, over all launches and workers
-    seeds: list[int] = field(default_factory=lambda: [0])  # one training run per seed
-    # metric -> maximize | minimize (two = a Pareto front); empty = DEFAULT_OBJECTIVES.
-    # (Empty by default because Hydra merges a study file's mapping into this default.)
-    objectives: dict[str, str] = field(default_factory=dict)
-    sampler: dict[str, Any] = field(default_factory=lambda: {"name": "tpe", "seed": 0})
-    pruner: dict[str, Any] = field(default_factory=lambda: {"name": "median"})
-    params: dict[str, Any] = field(default_factory=dict)  # key -> {type, low, high, log...}
-    enqueue: list[dict[str, Any]] = field(default_factory=list)  # trials to run first, e.g.
-    # the default values as a baseline: the study then shows whether anything beats them
-    max_failures: int = 5  # stop launching trials once this many have FAILed
-    heartbeat_interval: int = 10  # seconds between a running trial's heartbeats
-    grace_period: int = 60  # a RUNNING trial silent this long is failed (its worker died)
-
-
-ConfigStore.instance().store(group="hydra/sweeper", name="optuna_study", node=StudySweeperConf)
-
-
-def _plain(node: Any) -> Any:
-    return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
-
-
-def _build(table: dict[str, type], spec: dict[str, Any], key: str) -> Any:
-    """A sampler or pruner from `{name: ..., **arguments}`."""
-    spec = dict(_plain(spec))
-    name = spec.pop("name", None)
-    if name not in table:
-        raise ConfigError(f"hydra.sweeper.{key}.name", name, " | ".join(table))
-    cls = table[name]
-    # Hydra merges a command-line `pruner={name:none}` into the study file's pruner, so
-    # arguments meant for the file's pruner can remain: keep only what `cls` accepts.
-    accepted = inspect.signature(cls).parameters
-    if dropped := sorted(set(spec) - set(accepted)):
-        log.warning("hydra.sweeper.%s: %s takes no %s; ignored", key, cls.__name__, dropped)
-        spec = {k: v for k, v in spec.items() if k in accepted}
-    if name == "patient":  # PatientPruner wraps another pruner
-        spec["wrapped_pruner"] = _build(PRUNERS, spec.pop("wrapped_pruner"), key)
-    return cls(**spec)
 
 
 class StudySweeper(Sweeper):
@@ -118,9 +64,10 @@ class StudySweeper(Sweeper):
     tracks_its_own_parent_run = True
 
     def __init__(self, **settings: Any):
-        self.s = StudySweeperConf(**{k: _plain(v) for k, v in settings.items()})
+        self.s = StudySweeperConf(**{k: plain(v) for k, v in settings.items()})
         self.s.objectives = self.s.objectives or dict(DEFAULT_OBJECTIVES)
         self.launcher = None
+        self.stop = threading.Event()  # set when a slot fails: the others ask no more
 
     def setup(
         self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
@@ -134,11 +81,12 @@ class StudySweeper(Sweeper):
 
     def sweep(self, arguments: list[str]) -> list[optuna.trial.FrozenTrial]:
         s = self.s
-        space = search_space(_plain(s.params))
+        space = search_space(plain(s.params))
         directions = list(s.objectives.values())
         for direction in directions:
             if direction not in ("maximize", "minimize"):
                 raise ConfigError("hydra.sweeper.objectives", direction, "maximize | minimize")
+        self._check_n_jobs()
         self.validate_batch_is_legal([arguments])
         # Workers starting together on a new storage would race to create its tables,
         # the study and the parent run: one at a time.
@@ -149,27 +97,22 @@ class StudySweeper(Sweeper):
                 grace_period=s.grace_period,
                 stale_trial_callback=runs.fail_dead_trial_runs,
             )
-            study = optuna.create_study(
-                study_name=s.study_name,
-                storage=self.storage,
-                pruner=_build(PRUNERS, s.pruner, "pruner"),
-                directions=directions,
-                load_if_exists=True,
-            )
+            study = self._load_study(create=True)
             study.set_metric_names(list(s.objectives))  # optuna-dashboard's axis labels
             self.parent_run_id = runs.study_parent_run(study, self.config, s)
             if not study.get_trials(deepcopy=False):  # a new study: queue its baselines
                 for params in s.enqueue:
                     study.enqueue_trial(params)
         log.info(
-            "study %s: %d/%d trials so far, storage %s",
+            "study %s: %d/%d trials so far, storage %s, %d in flight at once",
             s.study_name,
             len(study.trials),
             s.n_trials,
             s.storage or "sqlite:///optuna.db",
+            s.n_jobs,
         )
         try:
-            self._run_trials(study, space, arguments)
+            self._run_slots(space, arguments)
         except BaseException as error:
             runs.end_parent_run(self.parent_run_id, failed=f"{type(error).__name__}: {error}")
             raise
@@ -178,37 +121,85 @@ class StudySweeper(Sweeper):
             report.finish(study, self.parent_run_id, list(s.objectives))
         return study.trials
 
-    def _run_trials(self, study: optuna.Study, space: dict, arguments: list[str]) -> None:
+    def _check_n_jobs(self) -> None:
+        n_jobs = self.s.n_jobs
+        if not isinstance(n_jobs, int) or n_jobs < 1:
+            raise ConfigError("hydra.sweeper.n_jobs", n_jobs, "an integer >= 1")
+        if n_jobs > 1 and isinstance(self.launcher, BasicLauncher):
+            raise ConfigError(
+                "hydra.sweeper.n_jobs",
+                n_jobs,
+                "1 with the basic launcher, which runs jobs in this process; for parallel "
+                "trials add hydra/launcher=joblib (or submitit_local, submitit_slurm, ray)",
+            )
+
+    def _load_study(self, *, create: bool = False) -> optuna.Study:
+        """The study, as a Study object of its own (each slot samples with its own sampler)."""
+        s = self.s
+        open_study = optuna.create_study if create else optuna.load_study
+        kwargs = {"directions": list(s.objectives.values()), "load_if_exists": True}
+        return open_study(
+            study_name=s.study_name,
+            storage=self.storage,
+            pruner=build(PRUNERS, s.pruner, "pruner"),
+            **(kwargs if create else {}),
+        )
+
+    def _run_slots(self, space: dict, arguments: list[str]) -> None:
+        """Run `n_jobs` slots, each running trials one after another, until the budget."""
+        if self.s.n_jobs == 1:  # in this thread: Ctrl-C reaches the running job directly
+            self._slot(space, arguments)
+            return
+        with ThreadPoolExecutor(self.s.n_jobs, thread_name_prefix="trial-slot") as pool:
+            slots = [pool.submit(self._slot, space, arguments) for _ in range(self.s.n_jobs)]
+            for slot in slots:  # the first error, once every slot has stopped
+                slot.exception()
+            for slot in slots:
+                slot.result()
+
+    def _slot(self, space: dict, arguments: list[str]) -> None:
         """Ask, run and tell trials until the study has `n_trials` of them."""
         s = self.s
-        while True:
-            started = time.perf_counter()
-            with budget_lock(s.storage, s.study_name):
-                fail_stale_trials(study, self.storage)
-                trials = study.get_trials(deepcopy=False)
-                waiting = any(t.state == TrialState.WAITING for t in trials)
-                if len(trials) >= s.n_trials and not waiting:
+        study = self._load_study()
+        try:
+            while not self.stop.is_set():
+                started = time.perf_counter()
+                trial = self._ask(study, space)
+                if trial is None:
                     return
-                # Seeded by the trial count, not once per launch: a relaunch or a second
-                # worker must not replay the first trials' values, and one worker stays
-                # reproducible.
-                study.sampler = self._sampler(len(trials))
-                trial = study.ask(space)
-            self._run_trial(study, trial, arguments, started)
-            failed = len(study.get_trials(deepcopy=False, states=(TrialState.FAIL,)))
-            if failed >= s.max_failures:
-                raise RuntimeError(
-                    f"study {s.study_name}: {failed} trials failed, the failure budget "
-                    f"hydra.sweeper.max_failures={s.max_failures} is spent; see each trial's "
-                    "fail_reason (optuna) or ppo_exp.error tag (MLflow)"
-                )
+                self._run_trial(study, trial, arguments, started)
+                failed = len(study.get_trials(deepcopy=False, states=(TrialState.FAIL,)))
+                if failed >= s.max_failures:
+                    raise RuntimeError(
+                        f"study {s.study_name}: {failed} trials failed, the failure budget "
+                        f"hydra.sweeper.max_failures={s.max_failures} is spent; see each "
+                        "trial's fail_reason (optuna) or ppo_exp.error tag (MLflow)"
+                    )
+        except BaseException:
+            self.stop.set()
+            raise
+
+    def _ask(self, study: optuna.Study, space: dict) -> optuna.Trial | None:
+        """The next trial, or None once the study has `n_trials` (counted over all workers)."""
+        s = self.s
+        with budget_lock(s.storage, s.study_name):
+            fail_stale_trials(study, self.storage)
+            trials = study.get_trials(deepcopy=False)
+            waiting = any(t.state == TrialState.WAITING for t in trials)
+            if len(trials) >= s.n_trials and not waiting:
+                return None
+            # Seeded by the trial count, not once per launch: a relaunch or a second
+            # worker must not replay the first trials' values, and one worker stays
+            # reproducible.
+            study.sampler = self._sampler(len(trials))
+            return study.ask(space)
 
     def _sampler(self, n_trials_so_far: int) -> optuna.samplers.BaseSampler:
-        spec = dict(_plain(self.s.sampler))
+        spec = dict(plain(self.s.sampler))
         # QMC's scrambling must stay fixed for its sequence to stay low-discrepancy.
         if spec.get("seed") is not None and spec.get("name") != "qmc":
             spec["seed"] = spec["seed"] + n_trials_so_far
-        return _build(SAMPLERS, spec, "sampler")
+        return build(SAMPLERS, spec, "sampler")
 
     def _wait_for_other_workers(self, study: optuna.Study) -> None:
         """The last trials may still run in other workers: wait, failing any that died."""
@@ -224,31 +215,36 @@ class StudySweeper(Sweeper):
         s, metrics = self.s, list(self.s.objectives)
         run_id = runs.start_trial_run(self.parent_run_id, trial, s.study_name)
         trial.set_user_attr(runs.TRIAL_RUN_ATTR, run_id)  # lets a stale-trial callback find it
-        overrides = [*arguments, *(as_override(k, v) for k, v in trial.params.items())]
-        per_seed: list[list[float]] = []
-        state, reason, train_seconds, offset = TrialState.COMPLETE, None, 0.0, 0
+        jobs = [
+            [
+                *arguments,
+                *(as_override(k, v) for k, v in trial.params.items()),
+                f"seed={seed}",
+                f"objective={metrics[0]}",
+                *self._trial_node(trial, run_id, seed_index=k),
+            ]
+            for k, seed in enumerate(s.seeds)
+        ]
+        outcomes: list[Outcome] = []
         with Heartbeat(self.storage, trial._trial_id, s.heartbeat_interval):
-            for k, seed in enumerate(s.seeds):
-                active = context.ActiveTrial(
-                    trial, metrics, step_offset=offset, prune=len(metrics) == 1
-                )
-                job = self._launch(
-                    active,
-                    [*overrides, f"seed={seed}", f"objective={metrics[0]}"],
-                    run_id,
-                    job_num=trial.number * len(s.seeds) + k,
-                )
-                train_seconds += active.train_seconds
-                state, reason = _outcome(job, active, metrics, seed)
-                if state != TrialState.COMPLETE:
-                    break
-                per_seed.append([active.final[m] for m in metrics])
-                offset += int(job.cfg.iterations) + 1
+            try:
+                outcomes = self._launch(jobs, first_job=trial.number * len(s.seeds))
+            except Exception as error:  # the launcher lost its jobs (a worker was killed)
+                # The trial stays RUNNING and stops beating: once its grace period is
+                # over, this or any worker fails it (and its runs) like a dead worker's.
+                log.error("trial %d lost its jobs: %r", trial.number, error)
+                return
 
+        per_seed = [o.values for o in outcomes if o.state == TrialState.COMPLETE]
+        state, reason = TrialState.COMPLETE, None
+        for outcome in outcomes:  # the first seed that did not complete decides
+            if outcome.state != TrialState.COMPLETE:
+                state, reason = outcome.state, outcome.reason
+                break
         values = [sum(col) / len(col) for col in zip(*per_seed, strict=True)] if per_seed else []
         trial.set_user_attr("seeds", list(s.seeds[: len(per_seed)]))
         trial.set_user_attr("seed_values", per_seed)
-        trial.set_user_attr("train_seconds", train_seconds)
+        trial.set_user_attr("train_seconds", sum(o.train_seconds for o in outcomes))
         trial.set_user_attr("wall_seconds", time.perf_counter() - started)
         if reason:
             trial.set_user_attr("fail_reason", reason)
@@ -259,33 +255,66 @@ class StudySweeper(Sweeper):
         log.info("trial %d %s %s", trial.number, state.name, reason or values)
         runs.end_trial_run(run_id, state, metrics, values, per_seed, s.seeds, reason)
 
-    def _launch(
-        self, active: context.ActiveTrial, overrides: list[str], run_id: str, job_num: int
-    ) -> Any:
-        """Run one training job in-process, as a child of the trial's MLflow run."""
-        context.activate(active)
-        os.environ[PARENT_RUN_ENV] = run_id
-        try:
-            (job,) = self.launcher.launch([overrides], initial_job_idx=job_num)
-        finally:
-            context.activate(None)
-            os.environ.pop(PARENT_RUN_ENV, None)
-        return job
+    def _trial_node(self, trial: optuna.Trial, run_id: str, *, seed_index: int) -> list[str]:
+        """The `optuna` config node that tells a job its trial (ppo_exp.config.TrialConfig)."""
+        objectives = ",".join(_quoted(m) for m in self.s.objectives)
+        return [
+            f"optuna.study={_quoted(self.s.study_name)}",
+            f"optuna.storage={_quoted(absolute_url(self.s.storage))}",
+            f"optuna.trial={trial.number}",
+            f"optuna.trial_id={trial._trial_id}",
+            f"optuna.seed_index={seed_index}",
+            f"optuna.objectives=[{objectives}]",
+            f"optuna.parent_run_id={run_id}",
+        ]
+
+    def _launch(self, jobs: list[list[str]], *, first_job: int) -> list[Outcome]:
+        """Run a trial's seed jobs; in one batch when the launcher runs jobs in parallel.
+
+        In-process, seeds run one at a time and a pruned or failed seed ends the trial.
+        Job numbers are trial * seeds + seed index, so job directories never collide.
+        """
+        if not isinstance(self.launcher, BasicLauncher):
+            returns = self.launcher.launch(jobs, initial_job_idx=first_job)
+            return [_outcome(job, seed) for job, seed in zip(returns, self.s.seeds, strict=True)]
+        outcomes = []
+        for k, (overrides, seed) in enumerate(zip(jobs, self.s.seeds, strict=True)):
+            (job,) = self.launcher.launch([overrides], initial_job_idx=first_job + k)
+            outcomes.append(_outcome(job, seed))
+            if outcomes[-1].state != TrialState.COMPLETE:
+                break
+        return outcomes
 
 
-def _outcome(
-    job: Any, active: context.ActiveTrial, metrics: list[str], seed: int
-) -> tuple[TrialState, str | None]:
-    """COMPLETE, PRUNED or FAIL (with the reason) for one finished seed job."""
+@dataclass
+class Outcome:
+    """One seed job's end: COMPLETE with its objective values, PRUNED, or FAIL (reason)."""
+
+    state: TrialState
+    values: list[float] = field(default_factory=list)
+    reason: str | None = None
+    train_seconds: float = 0.0  # spent inside the trainer (the rest is harness)
+
+
+def _outcome(job: Any, seed: int) -> Outcome:
     # What the job raised. Not `job.return_value`: it would print Hydra's "Error executing
     # job" line, which reads like a failure for a pruned trial (logged as one info line).
     error = job._return_value if job.status != JobStatus.COMPLETED else None
     if isinstance(error, optuna.TrialPruned):
-        return TrialState.PRUNED, str(error)
+        return Outcome(TrialState.PRUNED, reason=str(error))
     if error is not None:  # the trainer raised: this trial fails, the study goes on
-        return TrialState.FAIL, f"seed {seed}: {type(error).__name__}: {error}"
-    for name in metrics:
-        value = active.final.get(name, math.nan)
+        return Outcome(TrialState.FAIL, reason=f"seed {seed}: {type(error).__name__}: {error}")
+    values, seconds = job._return_value["values"], job._return_value["train_seconds"]
+    for name, value in zip(job.cfg.optuna.objectives, values, strict=True):
         if not math.isfinite(value):
-            return TrialState.FAIL, f"seed {seed}: objective {name}={value} is not finite"
-    return TrialState.COMPLETE, None
+            return Outcome(
+                TrialState.FAIL,
+                reason=f"seed {seed}: objective {name}={value} is not finite",
+                train_seconds=seconds,
+            )
+    return Outcome(TrialState.COMPLETE, values=values, train_seconds=seconds)
+
+
+def _quoted(text: str) -> str:
+    """`text` as a quoted Hydra override value (URLs and metric names hold : / @)."""
+    return "'" + text.replace("'", "\\'") + "'"

@@ -1,0 +1,90 @@
+"""The settings of a study (`hydra.sweeper` in studies/NAME.yaml), its samplers and pruners."""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import optuna
+from hydra.core.config_store import ConfigStore
+from omegaconf import OmegaConf
+
+from ppo_exp.config import ConfigError
+
+log = logging.getLogger("ppo_exp")
+
+SAMPLERS = {
+    "tpe": optuna.samplers.TPESampler,
+    "random": optuna.samplers.RandomSampler,
+    "gp": optuna.samplers.GPSampler,
+    "cmaes": optuna.samplers.CmaEsSampler,
+    "qmc": optuna.samplers.QMCSampler,
+    "nsga2": optuna.samplers.NSGAIISampler,
+    "nsga3": optuna.samplers.NSGAIIISampler,
+}
+PRUNERS = {
+    "median": optuna.pruners.MedianPruner,
+    "percentile": optuna.pruners.PercentilePruner,
+    "hyperband": optuna.pruners.HyperbandPruner,
+    "successive_halving": optuna.pruners.SuccessiveHalvingPruner,
+    "threshold": optuna.pruners.ThresholdPruner,
+    "wilcoxon": optuna.pruners.WilcoxonPruner,
+    "patient": optuna.pruners.PatientPruner,
+    "none": optuna.pruners.NopPruner,
+}
+
+
+DEFAULT_OBJECTIVES = {"eval/score_auc": "maximize"}
+
+
+@dataclass
+class StudySweeperConf:
+    """`hydra.sweeper` settings of a study (set them in studies/NAME.yaml)."""
+
+    _target_: str = "hydra_plugins.ppo_exp_sweeper.OptunaStudySweeper"
+    study_name: str = "study"  # Optuna study name, also the MLflow parent run's name
+    storage: str | None = None  # null = sqlite:///optuna.db; postgresql://...; journal:FILE
+    n_trials: int = 20  # total trials of the study, over all launches and workers
+    seeds: list[int] = field(default_factory=lambda: [0])  # one training run per seed
+    # metric -> maximize | minimize (two = a Pareto front); empty = DEFAULT_OBJECTIVES.
+    # (Empty by default because Hydra merges a study file's mapping into this default.)
+    objectives: dict[str, str] = field(default_factory=dict)
+    sampler: dict[str, Any] = field(default_factory=lambda: {"name": "tpe", "seed": 0})
+    pruner: dict[str, Any] = field(default_factory=lambda: {"name": "median"})
+    params: dict[str, Any] = field(default_factory=dict)  # key -> {type, low, high, log...}
+    enqueue: list[dict[str, Any]] = field(default_factory=list)  # trials to run first, e.g.
+    # the default values as a baseline: the study then shows whether anything beats them
+    max_failures: int = 5  # stop launching trials once this many have FAILed
+    heartbeat_interval: int = 10  # seconds between a running trial's heartbeats
+    grace_period: int = 60  # a RUNNING trial silent this long is failed (its worker died)
+    # Trials in flight at once, fed through the configured launcher (hydra/launcher=joblib,
+    # submitit_local, submitit_slurm, ray): a finished trial frees its slot at once. The
+    # basic launcher runs jobs in this process, one at a time: n_jobs must be 1 there.
+    n_jobs: int = 1
+
+
+ConfigStore.instance().store(group="hydra/sweeper", name="optuna_study", node=StudySweeperConf)
+
+
+def plain(node: Any) -> Any:
+    return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
+
+
+def build(table: dict[str, type], spec: dict[str, Any], key: str) -> Any:
+    """A sampler or pruner from `{name: ..., **arguments}`."""
+    spec = dict(plain(spec))
+    name = spec.pop("name", None)
+    if name not in table:
+        raise ConfigError(f"hydra.sweeper.{key}.name", name, " | ".join(table))
+    cls = table[name]
+    # Hydra merges a command-line `pruner={name:none}` into the study file's pruner, so
+    # arguments meant for the file's pruner can remain: keep only what `cls` accepts.
+    accepted = inspect.signature(cls).parameters
+    if dropped := sorted(set(spec) - set(accepted)):
+        log.warning("hydra.sweeper.%s: %s takes no %s; ignored", key, cls.__name__, dropped)
+        spec = {k: v for k, v in spec.items() if k in accepted}
+    if name == "patient":  # PatientPruner wraps another pruner
+        spec["wrapped_pruner"] = build(PRUNERS, spec.pop("wrapped_pruner"), key)
+    return cls(**spec)

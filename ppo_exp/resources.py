@@ -11,8 +11,8 @@ machine (at least 1):
 - joblib runs up to `hydra.launcher.n_jobs` processes (-1 = one per core); a study has
   at most `hydra.sweeper.n_jobs` trials × seeds jobs in flight;
 - submitit_local starts every job of a launch at once: a study's trials × seeds;
-- submitit_slurm and ray give each job its own allocation: SLURM binds the job to its
-  `cpus_per_task` cores (seen as this process's CPU affinity), Ray assigns `num_cpus`.
+- submitit_slurm gives each job its own allocation: SLURM binds the job to its
+  `cpus_per_task` cores, seen as this process's CPU affinity.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ def jobs_at_once(hydra: DictConfig, n_cores: int) -> int:
         return min(workers, in_flight) if in_flight else workers
     if "submitit" in launcher and "LocalLauncher" in launcher:
         return in_flight or n_cores
-    return 1  # basic: one at a time; slurm, ray: the job's own allocation
+    return 1  # basic: one at a time; slurm: the job's own allocation
 
 
 def default_threads() -> int:
@@ -54,12 +54,7 @@ def default_threads() -> int:
         return max(1, int(os.environ["OMP_NUM_THREADS"]))
     if not HydraConfig.initialized():
         return cores()
-    hydra = HydraConfig.get()
-    if "ray" in str(hydra.launcher.get("_target_", "")):
-        import ray
-
-        return max(1, int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1)))
-    return max(1, cores() // jobs_at_once(hydra, cores()))
+    return max(1, cores() // jobs_at_once(HydraConfig.get(), cores()))
 
 
 def apply_threads(threads: int | None) -> int:

@@ -60,7 +60,7 @@ class StudySweeperConf:
     heartbeat_interval: int = 10  # seconds between a running trial's heartbeats
     grace_period: int = 60  # a RUNNING trial silent this long is failed (its worker died)
     # Trials in flight at once, fed through the configured launcher (hydra/launcher=joblib,
-    # submitit_local, submitit_slurm, ray): a finished trial frees its slot at once. The
+    # submitit_local, submitit_slurm): a finished trial frees its slot at once. The
     # basic launcher runs jobs in this process, one at a time: n_jobs must be 1 there.
     n_jobs: int = 1
 

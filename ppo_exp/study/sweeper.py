@@ -130,7 +130,7 @@ class StudySweeper(Sweeper):
                 "hydra.sweeper.n_jobs",
                 n_jobs,
                 "1 with the basic launcher, which runs jobs in this process; for parallel "
-                "trials add hydra/launcher=joblib (or submitit_local, submitit_slurm, ray)",
+                "trials add hydra/launcher=joblib (or submitit_local, submitit_slurm)",
             )
 
     def _load_study(self, *, create: bool = False) -> optuna.Study:

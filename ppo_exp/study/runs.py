@@ -9,7 +9,6 @@ trial, and under each trial the training runs of its seeds.
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import Any
 
 import optuna
@@ -19,7 +18,7 @@ from mlflow.tracking.context.registry import resolve_tags
 from omegaconf import DictConfig, OmegaConf
 from optuna.trial import FrozenTrial, TrialState
 
-from ppo_exp.study.storage import DEFAULT_STORAGE
+from ppo_exp.study.storage import absolute_url
 from ppo_exp.tracking import configure, mask_url
 
 PARENT_ATTR = "mlflow_parent_run_id"  # where the study remembers its parent run
@@ -69,12 +68,7 @@ def tag_launch(run_id: str, settings: Any) -> None:
 
 def storage_url(url: str | None) -> str:
     """Where the study really is: an absolute path for files, credentials masked."""
-    url = url or DEFAULT_STORAGE
-    for prefix in ("sqlite:///", "journal:"):
-        path = url.removeprefix(prefix)
-        if url.startswith(prefix) and path and not path.startswith("/") and ":" not in path:
-            url = prefix + str(Path(path).resolve())
-    return mask_url(url)
+    return mask_url(absolute_url(url))
 
 
 def start_trial_run(parent_run_id: str, trial: optuna.Trial, study_name: str) -> str:

@@ -8,7 +8,6 @@ train/) are named presets over these keys. Each setting is documented here, once
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass, field, fields
 
@@ -18,6 +17,19 @@ from omegaconf import DictConfig, OmegaConf
 REWARD_KINDS = ("vader", "function", "classifier")  # see ppo_exp/task/rewards.py
 # Every metric the trainer logs starts with one of these (documented in the README).
 METRIC_PREFIXES = ("rollout/", "policy/", "value/", "loss/", "perf/", "eval/", "data/")
+# Every metric the trainer logs (a test compares this with a real run): `objective` and a
+# study's objectives must be one of them, so a typo fails before training, not after.
+METRICS = (
+    *(f"rollout/{m}" for m in ("reward_mean", "reward_std", "kl", "kl_coef", "entropy")),
+    *(f"rollout/{m}" for m in ("response_length", "eos_rate", "rlhf_reward")),
+    *(f"policy/{m}" for m in ("approx_kl", "clipfrac", "ratio", "entropy", "epochs", "lr")),
+    "value/explained_var",
+    "value/clipfrac",
+    *(f"loss/{m}" for m in ("policy", "value", "entropy", "total")),
+    *(f"perf/{m}" for m in ("rollout_s", "update_s", "tokens_per_s")),
+    *(f"eval/{m}" for m in ("reward_mean", "reward_std", "kl", "response_length")),
+    *(f"eval/{m}" for m in ("score", "score_auc", "reward_auc")),
+)
 
 
 class ConfigError(ValueError):
@@ -230,11 +242,12 @@ def validate(cfg: PPOConfig) -> None:
         cfg.threads is None or cfg.threads >= 1, "threads", cfg.threads, "an integer >= 1, or null"
     )
     _check(cfg.eval_prompts >= 1, "eval_prompts", cfg.eval_prompts, "an integer >= 1")
+    _check(0 <= cfg.seed < 2**32, "seed", cfg.seed, "an integer in [0, 2**32 - 1]")
     _check(
-        cfg.objective.startswith(METRIC_PREFIXES),
+        cfg.objective in METRICS,
         "objective",
         cfg.objective,
-        "a metric name starting with " + ", ".join(METRIC_PREFIXES),
+        "a metric the trainer logs: " + ", ".join(METRICS),
     )
     for key in ("micro_batch_size", "rollout_micro_batch"):
         value = getattr(cfg, key)
@@ -329,35 +342,28 @@ _SECTIONS = ("model", "data", "reward", "mlflow", "optuna", "threads")  # not hy
 
 
 def to_config(cfg: DictConfig) -> PPOConfig:
-    """Turn a composed Hydra config into a validated `PPOConfig` (raises `ConfigError`)."""
-    for section, schema in (("model", ModelConfig), ("data", DataConfig)):
-        if section in cfg:
-            reject_unknown_keys(cfg[section], schema, section)
+    """Turn a composed Hydra config into a validated `PPOConfig` (raises `ConfigError`).
+
+    The schema is closed: a key it does not have (`+clip_epsilon=0.1`) is refused.
+    """
+    from ppo_exp.checks import closed_keys
+
+    closed_keys({k: v for k, v in cfg.items() if k != "hydra"}, PPOConfig)
     return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(PPOConfig), cfg))
 
 
-def reject_unknown_keys(node: object, schema: type, prefix: str) -> None:
-    """Raise `ConfigError` for a key of `node` that `schema` (a dataclass) does not define.
+def preflight(cfg: PPOConfig) -> None:
+    """Checks that look outside the config, run once before any model loads.
 
-    Hydra's `+key=value` adds keys even to a typed config, and converting it to the
-    dataclass would drop them silently: a typo (`+model.value_path=...`) would do nothing.
+    Files and imports the settings name, the tracking store; all cheap (no torch, no
+    model weights). Raises `ConfigError`. Add new checks of that kind here.
     """
-    if not isinstance(node, DictConfig):
-        return
-    known = {f.name: f for f in fields(schema)}
-    for key in node:
-        if key not in known:
-            raise ConfigError(f"{prefix}.{key}", node[key], "one of " + ", ".join(known))
-        sub = _dataclass_of(known[key].type)
-        if sub is not None:
-            reject_unknown_keys(node[key], sub, f"{prefix}.{key}")
+    from ppo_exp import checks
 
-
-def _dataclass_of(annotation: object) -> type | None:
-    """The dataclass named by a field annotation ("LoraSettings | None"), if any."""
-    name = str(annotation).split("|")[0].strip()
-    found = globals().get(name)
-    return found if isinstance(found, type) and dataclasses.is_dataclass(found) else None
+    checks.check_paths(cfg)
+    if cfg.reward.kind == "function":
+        checks.import_function(cfg.reward.function)
+    checks.check_tracking_uri(checks.effective_tracking_uri(cfg.mlflow.tracking_uri))
 
 
 ConfigStore.instance().store(name="ppo_schema", node=PPOConfig)

@@ -8,26 +8,32 @@ python -m ppo_exp.run -m clip_eps=0.1,0.2    # two runs under one MLflow parent 
 from __future__ import annotations
 
 import logging
-import sys
+import os
 import time
 
 import hydra
+from hydra.errors import HydraException
 from omegaconf import DictConfig
+from omegaconf.errors import OmegaConfBaseException
 
-from ppo_exp.config import ConfigError, PPOConfig, to_config
+from ppo_exp.checks import refuse
+from ppo_exp.config import ConfigError, PPOConfig, preflight, to_config
 from ppo_exp.study import register_studies
 
+# Only what validation needs is imported at the top: MLflow, Optuna, torch, pandas and
+# matplotlib load after the config is accepted, so a bad one is refused in about a second.
 log = logging.getLogger("ppo_exp")
 register_studies()  # studies/*.yaml become the `study` config group
 
 
 def validated(cfg: DictConfig) -> PPOConfig:
-    """Validate the composed config; a bad value exits with one line naming it."""
+    """Validate the composed config and what it names; a bad value exits with one line."""
     try:
-        return to_config(cfg)
+        ppo_cfg = to_config(cfg)
+        preflight(ppo_cfg)
+        return ppo_cfg
     except ConfigError as error:
-        print(f"error: {error}", file=sys.stderr)
-        raise SystemExit(2) from None
+        raise refuse(error, PPOConfig) from None
 
 
 def train_and_track(cfg: DictConfig) -> tuple[dict[str, float], float]:
@@ -80,5 +86,16 @@ def main(cfg: DictConfig) -> float | dict:
     return value
 
 
+def cli() -> None:
+    """`python -m ppo_exp.run`: Hydra's errors in composing the config become one line."""
+    # Hydra prints its own multi-line report of a bad override and exits 1; asked for
+    # the full error instead, it raises, and we say it in one line with exit status 2.
+    os.environ.setdefault("HYDRA_FULL_ERROR", "1")
+    try:
+        main()
+    except (HydraException, OmegaConfBaseException, ConfigError) as error:
+        raise refuse(error, PPOConfig) from None
+
+
 if __name__ == "__main__":
-    main()
+    cli()

@@ -69,7 +69,7 @@ def test_smoke_preset_is_small():
         ("micro_batch_size=0", "micro_batch_size", ">= 1, or null"),
         ("data.max_prompt_tokens=0", "data.max_prompt_tokens", ">= 1, or null"),
         ("kl_coef=-0.1", "kl_coef", ">= 0"),
-        ("objective=reward", "objective", "a metric name"),
+        ("objective=reward", "objective", "a metric the trainer logs"),
     ],
 )
 def test_bad_values_name_key_value_and_accepted(override, key, accepted):

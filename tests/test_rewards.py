@@ -8,7 +8,7 @@ import textwrap
 import pytest
 import torch
 
-from ppo_exp.config import RewardConfig
+from ppo_exp.config import ConfigError, RewardConfig
 from ppo_exp.task import rewards
 from ppo_exp.task.rewards import build_reward
 
@@ -155,7 +155,7 @@ def test_function_attribute_not_found(user_module):
 
 def test_function_not_callable(user_module):
     spec = f"{user_module}:NOT_CALLABLE"
-    with pytest.raises(TypeError, match="not callable") as excinfo:
+    with pytest.raises(ConfigError, match="not callable") as excinfo:
         _function(spec)
     _assert_names_setting(str(excinfo.value), spec)
 

@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 import torch
 
-from ppo_exp.config import PPOConfig
+from ppo_exp.config import METRICS, PPOConfig
 from ppo_exp.ppo.trainer import PPOTrainer, lr_factor, train
 from ppo_exp.task.base_model import load_causal_lm
 
@@ -78,6 +78,8 @@ def test_learning_curve_areas_are_the_means_of_the_evals_after_step_0(base_model
     recorder = Recorder()
     train(PPOConfig(**{**SMOKE, "eval_every": 1}), [recorder])
     history = recorder.metrics
+    # config.METRICS (what `objective` and study objectives may name) is what is logged
+    assert set().union(*history.values()) == set(METRICS)
     assert "eval/score_auc" not in history[0]  # step 0 is the base model, not learning
     for step in (1, 2, 3):
         for curve, area in (("eval/score", "eval/score_auc"),

@@ -20,7 +20,7 @@ import pandas as pd
 from hydra.core.hydra_config import HydraConfig
 
 from ppo_exp.config import ConfigError, TrialConfig
-from ppo_exp.study.settings import PRUNERS, build
+from ppo_exp.study.algorithms import PRUNERS, build
 from ppo_exp.study.storage import open_storage
 
 

@@ -1,40 +1,16 @@
-"""The settings of a study (`hydra.sweeper` in studies/NAME.yaml), its samplers and pruners."""
+"""The settings of a study (`hydra.sweeper` in studies/NAME.yaml).
+
+Optuna-free, so that a plain run registers them without importing Optuna (a bad config
+is refused in about a second); the sampler and pruner classes are in algorithms.py.
+"""
 
 from __future__ import annotations
 
-import inspect
-import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-import optuna
 from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf
-
-from ppo_exp.config import ConfigError
-
-log = logging.getLogger("ppo_exp")
-
-SAMPLERS = {
-    "tpe": optuna.samplers.TPESampler,
-    "random": optuna.samplers.RandomSampler,
-    "gp": optuna.samplers.GPSampler,
-    "cmaes": optuna.samplers.CmaEsSampler,
-    "qmc": optuna.samplers.QMCSampler,
-    "nsga2": optuna.samplers.NSGAIISampler,
-    "nsga3": optuna.samplers.NSGAIIISampler,
-}
-PRUNERS = {
-    "median": optuna.pruners.MedianPruner,
-    "percentile": optuna.pruners.PercentilePruner,
-    "hyperband": optuna.pruners.HyperbandPruner,
-    "successive_halving": optuna.pruners.SuccessiveHalvingPruner,
-    "threshold": optuna.pruners.ThresholdPruner,
-    "wilcoxon": optuna.pruners.WilcoxonPruner,
-    "patient": optuna.pruners.PatientPruner,
-    "none": optuna.pruners.NopPruner,
-}
-
 
 DEFAULT_OBJECTIVES = {"eval/score_auc": "maximize"}
 
@@ -70,21 +46,3 @@ ConfigStore.instance().store(group="hydra/sweeper", name="optuna_study", node=St
 
 def plain(node: Any) -> Any:
     return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
-
-
-def build(table: dict[str, type], spec: dict[str, Any], key: str) -> Any:
-    """A sampler or pruner from `{name: ..., **arguments}`."""
-    spec = dict(plain(spec))
-    name = spec.pop("name", None)
-    if name not in table:
-        raise ConfigError(f"hydra.sweeper.{key}.name", name, " | ".join(table))
-    cls = table[name]
-    # Hydra merges a command-line `pruner={name:none}` into the study file's pruner, so
-    # arguments meant for the file's pruner can remain: keep only what `cls` accepts.
-    accepted = inspect.signature(cls).parameters
-    if dropped := sorted(set(spec) - set(accepted)):
-        log.warning("hydra.sweeper.%s: %s takes no %s; ignored", key, cls.__name__, dropped)
-        spec = {k: v for k, v in spec.items() if k in accepted}
-    if name == "patient":  # PatientPruner wraps another pruner
-        spec["wrapped_pruner"] = build(PRUNERS, spec.pop("wrapped_pruner"), key)
-    return cls(**spec)

@@ -28,19 +28,15 @@ from hydra.core.plugins import Plugins
 from hydra.core.utils import JobStatus
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from optuna.trial import TrialState
 
-from ppo_exp.config import ConfigError
+from ppo_exp.checks import refuse
+from ppo_exp.config import ConfigError, PPOConfig
 from ppo_exp.study import report, runs
-from ppo_exp.study.settings import (
-    DEFAULT_OBJECTIVES,
-    PRUNERS,
-    SAMPLERS,
-    StudySweeperConf,
-    build,
-    plain,
-)
+from ppo_exp.study.algorithms import PRUNERS, SAMPLERS, build
+from ppo_exp.study.checks import validate_study
+from ppo_exp.study.settings import DEFAULT_OBJECTIVES, StudySweeperConf, plain
 from ppo_exp.study.space import as_override, search_space
 from ppo_exp.study.storage import (
     Heartbeat,
@@ -81,12 +77,15 @@ class StudySweeper(Sweeper):
 
     def sweep(self, arguments: list[str]) -> list[optuna.trial.FrozenTrial]:
         s = self.s
-        space = search_space(plain(s.params))
-        directions = list(s.objectives.values())
-        for direction in directions:
-            if direction not in ("maximize", "minimize"):
-                raise ConfigError("hydra.sweeper.objectives", direction, "maximize | minimize")
-        self._check_n_jobs()
+        # The whole study is checked before any storage or tracking store is touched:
+        # a refused study leaves no study row and no parent run behind.
+        run_config = OmegaConf.masked_copy(self.config, [k for k in self.config if k != "hydra"])
+        try:
+            validate_study(s, run_config, samplers=SAMPLERS, pruners=PRUNERS)
+            space = search_space(plain(s.params))
+            self._check_n_jobs()
+        except ConfigError as error:
+            raise refuse(error, PPOConfig) from None
         self.validate_batch_is_legal([arguments])
         # Workers starting together on a new storage would race to create its tables,
         # the study and the parent run: one at a time.

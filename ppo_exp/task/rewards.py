@@ -15,21 +15,17 @@ decided by the caller, the trainer; a scorer just scores whatever texts it is gi
 
 from __future__ import annotations
 
-import os
-import pkgutil
-import sys
 from collections.abc import Callable
 
 import torch
 
+from ppo_exp.checks import import_function
 from ppo_exp.config import ConfigError, RewardConfig
 
 Scorer = Callable[[list[str]], torch.Tensor]
 
 # Texts per classifier forward pass: bounds peak memory for large rollout batches.
 CLASSIFIER_BATCH_SIZE = 64
-
-_FUNCTION_ACCEPTED = "'module:function' naming an importable callable, list[str] -> list[float]"
 
 
 def build_reward(
@@ -80,68 +76,12 @@ def _vader_scorer() -> Scorer:
 
 def _function_scorer(spec: str | None) -> Scorer:
     """Wrap the user function named by `spec` so its output is checked on every call."""
-    fn = _import_function(spec)
+    fn = import_function(spec)
 
     def score(texts: list[str]) -> torch.Tensor:
         return _check_scores(fn(texts), texts, spec)
 
     return score
-
-
-def _import_function(spec: str | None) -> Callable:
-    """Import the callable named by a ``"module:function"`` string.
-
-    Args:
-        spec: the `reward.function` setting; the part after ':' may be dotted
-            (``"pkg.mod:Class.method"``).
-
-    Returns:
-        The callable.
-
-    Raises:
-        ConfigError: `spec` is malformed, or its module or attribute does not exist.
-        TypeError: the attribute exists but is not callable.
-    """
-    if not isinstance(spec, str) or spec.count(":") != 1 or "" in spec.split(":"):
-        raise ConfigError("reward.function", spec, _FUNCTION_ACCEPTED)
-    module_name, attr_path = spec.split(":")
-    _make_cwd_importable()
-    try:
-        target = pkgutil.resolve_name(spec)
-    except ModuleNotFoundError as exc:
-        # Only report "not found" when the named module itself is missing; a missing
-        # dependency inside the user's module is their bug and its own error says more.
-        if exc.name is None or not _is_same_or_parent(exc.name, module_name):
-            raise
-        raise ConfigError(
-            "reward.function", spec,
-            f"{_FUNCTION_ACCEPTED}; module {module_name!r} was not found "
-            f"(searched the current directory {os.getcwd()!r} and the installed packages)",
-        ) from exc
-    except AttributeError as exc:
-        raise ConfigError(
-            "reward.function", spec,
-            f"{_FUNCTION_ACCEPTED}; module {module_name!r} has no attribute {attr_path!r}",
-        ) from exc
-    if not callable(target):
-        raise TypeError(
-            f"invalid config: reward.function={spec!r} is a {type(target).__name__}, "
-            f"not callable; accepted: {_FUNCTION_ACCEPTED}"
-        )
-    return target
-
-
-def _make_cwd_importable() -> None:
-    """Put the working directory on sys.path, as `python script.py` would for its own dir."""
-    # '' on sys.path already means "the current directory" (python -m, the REPL).
-    cwd = os.getcwd()
-    if cwd not in sys.path and "" not in sys.path:
-        sys.path.insert(0, cwd)
-
-
-def _is_same_or_parent(missing: str, module_name: str) -> bool:
-    """True if `missing` is `module_name` or one of its parent packages."""
-    return module_name == missing or module_name.startswith(missing + ".")
 
 
 def _check_scores(scores: object, texts: list[str], spec: str | None) -> torch.Tensor:

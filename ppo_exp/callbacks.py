@@ -1,0 +1,30 @@
+"""Hydra callbacks, named in conf/config.yaml. Hydra builds them on every launch, even
+for a config that is about to be refused, so they import MLflow only when they act."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+
+class SweepParentRun(Callback):
+    """One MLflow parent run per `-m` multirun (see `ppo_exp.tracking.SweepParentRun`)."""
+
+    def __init__(self) -> None:
+        self.impl: Callback | None = None
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from ppo_exp.tracking import SweepParentRun as Impl
+
+        self.impl = Impl()
+        self.impl.on_multirun_start(config, **kwargs)
+
+    def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
+        if self.impl is not None:
+            self.impl.on_job_end(config, job_return, **kwargs)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        if self.impl is not None:
+            self.impl.on_multirun_end(config, **kwargs)

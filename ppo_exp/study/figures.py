@@ -126,10 +126,10 @@ def importance_png(ranking: Ranking) -> Figure:
         ax.scatter(*zip(*peds, strict=True), marker="D", color="black", zorder=3, label="PED-ANOVA")
     for y, row in enumerate(rows):
         if row["rho"] == row["rho"]:
-            ax.text(1.0, y, f"ρ={row['rho']:+.2f}", va="center", ha="right", fontsize="small")
+            ax.text(row["high"] + 0.02, y, f"ρ={row['rho']:+.2f}", va="center", fontsize="small")
     ax.set(xlim=(0, 1), xlabel="importance (sums to 1)")
     ax.set_title(_importance_title(ranking, not ranking.bootstrap.empty), fontsize="small")
-    ax.legend(loc="lower right", fontsize="small")
+    ax.legend(loc="lower right", fontsize="small", handles=ax.get_legend_handles_labels()[0][::-1])
     return fig
 
 

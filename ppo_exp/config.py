@@ -22,12 +22,14 @@ METRIC_PREFIXES = ("rollout/", "policy/", "value/", "loss/", "perf/", "eval/", "
 METRICS = (
     *(f"rollout/{m}" for m in ("reward_mean", "reward_std", "kl", "kl_coef", "entropy")),
     *(f"rollout/{m}" for m in ("response_length", "eos_rate", "rlhf_reward")),
+    "rollout/penalized_reward_mean",  # after missing_eos_penalty; reward_mean is before it
     *(f"policy/{m}" for m in ("approx_kl", "clipfrac", "ratio", "entropy", "epochs", "lr")),
     "value/explained_var",
     "value/clipfrac",
     *(f"loss/{m}" for m in ("policy", "value", "entropy", "total")),
     *(f"perf/{m}" for m in ("rollout_s", "update_s", "tokens_per_s")),
     *(f"eval/{m}" for m in ("reward_mean", "reward_std", "kl", "response_length")),
+    "eval/penalized_reward_mean",
     *(f"eval/{m}" for m in ("score", "score_auc", "reward_auc")),
 )
 
@@ -142,12 +144,18 @@ class PPOConfig:
     target_kl: float | None = None  # stop the replay epochs once approx-KL exceeds it; null = off
 
     # --- loss (loss/): the three-part loss and the KL penalty in the reward
-    vf_coef: float = 0.1  # weight of the value (critic) MSE loss
+    vf_coef: float = 0.1  # weight of the value (critic) loss. Adam cancels a constant weight
+    # on parameters of their own, so it acts on the critic's step: the critic (its trunk
+    # when "separate", and the value head) steps with lr vf_coef * vf_lr. With "shared" it
+    # also weights the value loss's gradient against the policy's in the common trunk.
+    vf_lr: float = 1e-3  # critic learning rate before vf_coef (default: 0.1 * 1e-3 = 1e-4)
     ent_coef: float = 0.0  # weight of the entropy bonus; 0 = off (fragile in RLHF)
     kl_coef: float = 0.05  # initial per-token KL penalty to the reference model; 0 = off
     kl_estimator: str = "k1"  # "k1": logp - logp_ref (unbiased); "k3": always >= 0, lower variance
     kl_target: float | None = None  # adaptive KL controller target (nats/response); null = fixed
-    kl_horizon: int = 10000  # adaptive controller horizon in rollouts (Ziegler et al. 2019)
+    kl_horizon: int | None = None  # adaptive controller horizon in rollouts (Ziegler et al.
+    # 2019); null = a tenth of the run's rollouts, so the coefficient can move up to e^±2
+    # over the run (a fixed 10000 moves it by ±4% over a 1920-rollout run)
     missing_eos_penalty: float | None = (
         None  # subtracted from scores lacking a stop token; null = off
     )
@@ -211,7 +219,11 @@ def validate(cfg: PPOConfig) -> None:
         value = getattr(cfg, key)
         _check(_finite(value) and value >= 0, key, value, "a number >= 0")
     _check(cfg.kl_estimator in ("k1", "k3"), "kl_estimator", cfg.kl_estimator, "'k1' or 'k3'")
-    _check(cfg.kl_horizon >= 1, "kl_horizon", cfg.kl_horizon, "an integer >= 1")
+    _check(
+        cfg.kl_horizon is None or cfg.kl_horizon >= 1,
+        "kl_horizon", cfg.kl_horizon, "an integer >= 1, or null",
+    )
+    _check(_finite(cfg.vf_lr) and cfg.vf_lr > 0, "vf_lr", cfg.vf_lr, "a number > 0")
     _check(
         cfg.missing_eos_penalty is None or _finite(cfg.missing_eos_penalty),
         "missing_eos_penalty",

@@ -23,10 +23,10 @@ from tqdm.auto import tqdm
 from transformers import set_seed
 
 from ppo_exp.config import PPOConfig
-from ppo_exp.ppo import losses
+from ppo_exp.ppo import control, losses
 from ppo_exp.ppo.gae import compute_gae
 from ppo_exp.ppo.hardware import autocast, resolve_device, resolve_dtype
-from ppo_exp.ppo.loading import build_models, policy_path, trainable
+from ppo_exp.ppo.loading import build_models, policy_path
 from ppo_exp.ppo.models import position_ids_for
 from ppo_exp.task.base_model import load_tokenizer
 from ppo_exp.task.prompts import make_prompts
@@ -49,8 +49,9 @@ class Tracker(Protocol):
 class Rollout(NamedTuple):
     """One batch of sampled responses. B = batch, L = prompt + response, T = response.
 
-    Everything PPO reads during the replay epochs is computed once, here, under
-    `torch.inference_mode` (then cloned into normal tensors so autograd may use them).
+    Everything PPO reads during the replay epochs is computed once, under
+    `torch.inference_mode`, then cloned outside it into normal tensors (a clone made
+    inside would still be an inference tensor).
     """
 
     input_ids: torch.Tensor  # (B, L) left-padded prompt + right-padded response
@@ -63,6 +64,7 @@ class Rollout(NamedTuple):
     values: torch.Tensor  # (B, T) critic's values at sampling time
     entropy: torch.Tensor  # (B, T) policy entropy at sampling time
     scores: torch.Tensor  # (B,) reward-model scores, after the missing-stop penalty
+    raw_scores: torch.Tensor  # (B,) the reward model's own scores, before that penalty
     has_eos: torch.Tensor  # (B,) bool, response ended with the stop token
     texts: list[str]  # decoded responses
 
@@ -81,9 +83,16 @@ class PPOTrainer:
         self.stop_ids = torch.tensor(models.stop_token_ids, device=self.device)
         # Dropout stays off (eval mode) throughout, so sampling-time and training-time
         # log-probs agree and the first ratio is exactly 1.
-        self.params = trainable(self.model)  # all of it, or LoRA adapters + value head
+        # All of it, or LoRA adapters + value head; the critic in a parameter group of its
+        # own, with its own step size (vf_coef * vf_lr) and gradient clipping.
+        self.groups = control.param_groups(self.model)
         self.optimizer = torch.optim.AdamW(
-            self.params, lr=cfg.lr, eps=cfg.adam_eps, weight_decay=0.0
+            [
+                {"params": self.groups[0], "lr": cfg.lr},
+                {"params": self.groups[1], "lr": cfg.vf_coef * cfg.vf_lr},
+            ],
+            eps=cfg.adam_eps,
+            weight_decay=0.0,
         )
         # float16 gradients underflow without loss scaling; a disabled scaler is a no-op.
         self.scaler = torch.amp.GradScaler(
@@ -101,8 +110,13 @@ class PPOTrainer:
 
     # -- 1-2. rollout and score --------------------------------------------------------
 
-    @torch.inference_mode()
     def rollout(self, prompts: list[str]) -> Rollout:
+        """Sample and score responses to `prompts`; tensors autograd may read."""
+        sampled = self.sample(prompts)
+        return Rollout(*(x.clone() if torch.is_tensor(x) else x for x in sampled))
+
+    @torch.inference_mode()
+    def sample(self, prompts: list[str]) -> Rollout:
         cfg, tok = self.cfg, self.tokenizer
         enc = tok(prompts, return_tensors="pt", padding=True).to(self.device)
         prompt_len = enc.input_ids.shape[1]
@@ -146,16 +160,14 @@ class PPOTrainer:
             if cfg.reward.text == "response"
             else [p + t for p, t in zip(prompts, texts, strict=True)]
         )
-        scores = self.scorer(scored).to(self.device, torch.float32)
+        raw_scores = self.scorer(scored).to(self.device, torch.float32)
+        scores = raw_scores
         if cfg.missing_eos_penalty is not None:
-            scores = scores - cfg.missing_eos_penalty * (~has_eos).float()
+            scores = raw_scores - cfg.missing_eos_penalty * (~has_eos).float()
 
         return Rollout(
-            *(t.clone() for t in (input_ids, attention_mask, position_ids, response)),
-            *(t.clone() for t in (mask, logprobs, ref_logprobs, values * mask, entropy)),
-            scores.clone(),
-            has_eos.clone(),
-            texts,
+            input_ids, attention_mask, position_ids, response, mask, logprobs, ref_logprobs,
+            values * mask, entropy, scores, raw_scores, has_eos, texts,
         )
 
     # -- 3-4. KL penalty and GAE -------------------------------------------------------
@@ -201,10 +213,9 @@ class PPOTrainer:
         stats: dict[str, list[float]] = {}
         epochs_run = 0
         self.model.update_mode(True)
-        for _ in range(cfg.ppo_epochs):
-            epochs_run += 1
+        stopped = False
+        for epoch in range(cfg.ppo_epochs):
             order = torch.randperm(batch)
-            epoch_kl = []
             for start in range(0, batch, minibatch):
                 i = order[start : start + minibatch]
                 # Gradient accumulation: each micro-batch's loss is a mean over its own
@@ -219,17 +230,22 @@ class PPOTrainer:
                     self.scaler.scale(loss * weight).backward()
                     for name, value in micro.items():
                         minibatch_stats[name] = minibatch_stats.get(name, 0.0) + weight * value
-                if cfg.max_grad_norm is not None:
+                # CleanRL's early stop, without its lag: this minibatch's approx-KL is
+                # measured after every earlier step, so its own step is skipped.
+                if control.stop_replay(minibatch_stats["policy/approx_kl"], cfg.target_kl):
+                    stopped = True
+                    break
+                if cfg.max_grad_norm is not None:  # policy and critic clipped on their own
                     self.scaler.unscale_(self.optimizer)
-                    torch.nn.utils.clip_grad_norm_(self.params, cfg.max_grad_norm)
+                    for group in self.groups:
+                        torch.nn.utils.clip_grad_norm_(group, cfg.max_grad_norm)
                 self.scaler.step(self.optimizer)
                 self.scaler.update()
+                epochs_run = epoch + 1
 
-                epoch_kl.append(minibatch_stats["policy/approx_kl"])
                 for name, value in minibatch_stats.items():
                     stats.setdefault(name, []).append(value)
-            # CleanRL's early stop: the policy already moved far enough on this batch.
-            if cfg.target_kl is not None and np.mean(epoch_kl) > cfg.target_kl:
+            if stopped:
                 break
         self.model.update_mode(False)
         metrics = {name: float(np.mean(values)) for name, values in stats.items()}
@@ -280,8 +296,13 @@ class PPOTrainer:
         cfg = self.cfg
         if cfg.kl_target is None:
             return
-        error = np.clip(kl_per_response / cfg.kl_target - 1, -0.2, 0.2)
-        self.kl_coef *= 1 + error * cfg.batch_size / cfg.kl_horizon
+        horizon = control.kl_horizon(
+            cfg.kl_horizon, iterations=cfg.iterations, batch_size=cfg.batch_size
+        )
+        self.kl_coef = control.adaptive_kl_coef(
+            self.kl_coef, kl_per_response,
+            target=cfg.kl_target, batch_size=cfg.batch_size, horizon=horizon,
+        )
 
     # -- evaluation ---------------------------------------------------------------------
 
@@ -292,8 +313,9 @@ class PPOTrainer:
             rollout = self.rollout(self.eval_prompts)
         kl = self.token_kl(rollout)
         metrics = {
-            "eval/reward_mean": float(rollout.scores.mean()),
-            "eval/reward_std": float(rollout.scores.std()),
+            "eval/reward_mean": float(rollout.raw_scores.mean()),  # the reward model's own
+            "eval/reward_std": float(rollout.raw_scores.std()),
+            "eval/penalized_reward_mean": float(rollout.scores.mean()),  # missing-stop penalty
             "eval/kl": float(kl.sum(1).mean()),
             "eval/response_length": float(rollout.mask.sum(1).mean()),
         }
@@ -342,8 +364,9 @@ class PPOTrainer:
 
             kl_per_response = float(self.token_kl(rollout).sum(1).mean())
             metrics = {
-                "rollout/reward_mean": float(rollout.scores.mean()),
-                "rollout/reward_std": float(rollout.scores.std()),
+                "rollout/reward_mean": float(rollout.raw_scores.mean()),
+                "rollout/reward_std": float(rollout.raw_scores.std()),
+                "rollout/penalized_reward_mean": float(rollout.scores.mean()),
                 "rollout/kl": kl_per_response,
                 "rollout/kl_coef": self.kl_coef,
                 "rollout/entropy": float(losses.masked_mean(rollout.entropy, rollout.mask)),

@@ -380,11 +380,16 @@ def test_pruner_stops_trials_at_their_first_report(wd):
     trials = wd.trials("pruned")
     assert states(trials) == ["PRUNED", "PRUNED"]
     assert all(t.intermediate_values for t in trials)
+    # one info line per pruned trial, not Hydra's "Error executing job" report
+    output = result.stdout + result.stderr
+    assert "Error executing job" not in output
+    assert output.count("PRUNED pruned at iteration 1") == 2
     client = wd.client()
     all_runs = wd.runs()
     for run in trial_runs_by_number(wd).values():
         assert run.data.tags["ppo_exp.trial_state"] == "PRUNED"
         assert run.info.status == "KILLED"
+        assert run.info.run_name.endswith("(pruned)")  # reads as pruned, not failed
         assert "pruned at iteration 1" in run.data.tags["ppo_exp.pruned"]
         (seed_run,) = children(all_runs, run)
         assert seed_run.info.status == "KILLED"

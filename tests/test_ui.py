@@ -32,6 +32,7 @@ from ppo_exp.study.description import NOTE_TAG
 pytestmark = pytest.mark.slow
 webdriver = pytest.importorskip("selenium.webdriver")
 from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.common.keys import Keys  # noqa: E402
 from selenium.webdriver.support import expected_conditions as ec  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
@@ -218,6 +219,31 @@ def test_mlflow_ui_shows_the_ranking_within_three_clicks_and_plots_render(
         finally:
             browser.switch_to.default_content()
         shot("mlflow_5_parallel_coordinate")
+
+        # MLflow's chart view of the trials: filter to trials, expand the study's row.
+        browser.get(f"http://127.0.0.1:{port}/#/experiments/1/runs?workflowType=machine_learning")
+        search = browser.find_element(By.CSS_SELECTOR, "input[data-testid='search-box']")
+        search.send_keys("tags.ppo_exp.kind = 'trial'" + Keys.ENTER)
+        row = browser.find_element(
+            By.XPATH, "//a[normalize-space(.)='study core']/ancestor::*[@role='row'][1]"
+        )
+        row.find_element(
+            By.CSS_SELECTOR, "button[data-component-id*='runnamecellrenderer']"
+        ).click()
+        browser.find_element(By.PARTIAL_LINK_TEXT, "trial 0")
+        browser.execute_script(
+            "arguments[0].click()", browser.find_element(By.CSS_SELECTOR, "input[value='CHART']")
+        )
+        wait.until(
+            lambda d: (
+                "trial 0"
+                in d.find_element(
+                    By.XPATH,
+                    "//*[normalize-space(text())='eval/score_auc']/ancestor::*[.//*[contains(@class,'main-svg')]][1]",
+                ).text
+            )
+        )
+        shot("mlflow_6_trials_chart_view")
 
 
 def test_optuna_dashboard_names_the_objective(study_dir, browser, tmp_path):

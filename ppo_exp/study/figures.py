@@ -66,7 +66,7 @@ def _importance_rows(ranking: Ranking) -> list[dict]:
 
 def _importance_title(ranking: Ranking, bootstrapped: bool) -> str:
     what = "fANOVA importance" + (" (bootstrap mean, 95% CI)" if bootstrapped else "")
-    return f"{what} for {ranking.metric} ({ranking.direction}); colour = sign of Spearman ρ"
+    return f"{what} for {ranking.metric} ({ranking.direction});<br>colour = sign of Spearman ρ"
 
 
 def importance_html(ranking: Ranking) -> go.Figure:
@@ -128,7 +128,8 @@ def importance_png(ranking: Ranking) -> Figure:
         if row["rho"] == row["rho"]:
             ax.text(row["high"] + 0.02, y, f"ρ={row['rho']:+.2f}", va="center", fontsize="small")
     ax.set(xlim=(0, 1), xlabel="importance (sums to 1)")
-    ax.set_title(_importance_title(ranking, not ranking.bootstrap.empty), fontsize="small")
+    title = _importance_title(ranking, not ranking.bootstrap.empty).replace("<br>", "\n")
+    ax.set_title(title, fontsize="small")
     ax.legend(loc="lower right", fontsize="small", handles=ax.get_legend_handles_labels()[0][::-1])
     return fig
 

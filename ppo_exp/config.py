@@ -24,6 +24,7 @@ METRICS = (
     *(f"rollout/{m}" for m in ("response_length", "eos_rate", "rlhf_reward")),
     "rollout/penalized_reward_mean",  # after missing_eos_penalty; reward_mean is before it
     *(f"policy/{m}" for m in ("approx_kl", "clipfrac", "ratio", "entropy", "epochs", "lr")),
+    "policy/skipped_minibatches",  # steps skipped on a non-finite loss or gradient
     "value/explained_var",
     "value/clipfrac",
     *(f"loss/{m}" for m in ("policy", "value", "entropy", "total")),
@@ -143,6 +144,14 @@ class PPOConfig:
     max_grad_norm: float | None = 1.0  # global gradient-norm clip; null = off
     target_kl: float | None = None  # stop the replay epochs once approx-KL exceeds it; null = off
 
+    # --- guards (ppo/guards.py): what happens when the numbers go wrong
+    on_nonfinite: str = "stop"  # a NaN/inf loss or gradient norm: "stop" the run (naming the
+    # iteration and quantity) | "skip" that minibatch's step. A non-finite rollout always stops
+    max_approx_kl: float | None = 1.0  # approx-KL per token above this, `divergence_patience`
+    # iterations in a row, is divergence (healthy: 0.001-0.05); null = no check
+    divergence_patience: int = 3  # iterations in a row beyond max_approx_kl before acting
+    on_divergence: str = "warn"  # "warn" (a log line) | "fail" (the run fails with the reason)
+
     # --- loss (loss/): the three-part loss and the KL penalty in the reward
     vf_coef: float = 0.1  # weight of the value (critic) loss. Adam cancels a constant weight
     # on parameters of their own, so it acts on the critic's step: the critic (its trunk
@@ -219,6 +228,16 @@ def validate(cfg: PPOConfig) -> None:
         value = getattr(cfg, key)
         _check(_finite(value) and value >= 0, key, value, "a number >= 0")
     _check(cfg.kl_estimator in ("k1", "k3"), "kl_estimator", cfg.kl_estimator, "'k1' or 'k3'")
+    _check(cfg.on_nonfinite in ("stop", "skip"), "on_nonfinite", cfg.on_nonfinite, "stop | skip")
+    _check(cfg.on_divergence in ("warn", "fail"), "on_divergence", cfg.on_divergence, "warn | fail")
+    _check(
+        cfg.max_approx_kl is None or (_finite(cfg.max_approx_kl) and cfg.max_approx_kl > 0),
+        "max_approx_kl", cfg.max_approx_kl, "a number > 0, or null",
+    )
+    _check(
+        cfg.divergence_patience >= 1, "divergence_patience", cfg.divergence_patience,
+        "an integer >= 1",
+    )
     _check(
         cfg.kl_horizon is None or cfg.kl_horizon >= 1,
         "kl_horizon", cfg.kl_horizon, "an integer >= 1, or null",

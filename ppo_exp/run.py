@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import time
 
 import hydra
@@ -18,6 +19,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from ppo_exp.checks import refuse
 from ppo_exp.config import ConfigError, PPOConfig, preflight, to_config
+from ppo_exp.ppo.guards import TrainingFault
 from ppo_exp.study import register_studies
 
 # Only what validation needs is imported at the top: MLflow, Optuna, torch, pandas and
@@ -95,6 +97,9 @@ def cli() -> None:
         main()
     except (HydraException, OmegaConfBaseException, ConfigError) as error:
         raise refuse(error, PPOConfig) from None
+    except TrainingFault as fault:  # recorded in the MLflow run; one line here
+        print(f"error: {fault}", file=sys.stderr)
+        raise SystemExit(1) from None
 
 
 if __name__ == "__main__":

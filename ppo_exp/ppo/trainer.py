@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Sequence
 from typing import NamedTuple, Protocol
@@ -23,7 +24,7 @@ from tqdm.auto import tqdm
 from transformers import set_seed
 
 from ppo_exp.config import PPOConfig
-from ppo_exp.ppo import control, losses
+from ppo_exp.ppo import control, guards, losses
 from ppo_exp.ppo.gae import compute_gae
 from ppo_exp.ppo.hardware import autocast, resolve_device, resolve_dtype
 from ppo_exp.ppo.loading import build_models, policy_path
@@ -104,6 +105,8 @@ class PPOTrainer:
         )
         self.scorer: Scorer = build_reward(cfg.reward, device=self.device, dtype=self.dtype)
         self.kl_coef = cfg.kl_coef
+        self.iteration = 0  # the PPO iteration running, named by a numeric fault
+        self.divergence_streak = 0  # iterations in a row with approx-KL beyond its bound
         self.train_prompts = make_prompts(TRAIN_PROMPTS, split="train")
         self.eval_prompts = make_prompts(cfg.eval_prompts, split="eval")
         self.prompt_rng = torch.Generator().manual_seed(cfg.seed)
@@ -213,7 +216,7 @@ class PPOTrainer:
         stats: dict[str, list[float]] = {}
         epochs_run = 0
         self.model.update_mode(True)
-        stopped = False
+        stopped, skipped = False, 0
         for epoch in range(cfg.ppo_epochs):
             order = torch.randperm(batch)
             for start in range(0, batch, minibatch):
@@ -235,10 +238,9 @@ class PPOTrainer:
                 if control.stop_replay(minibatch_stats["policy/approx_kl"], cfg.target_kl):
                     stopped = True
                     break
-                if cfg.max_grad_norm is not None:  # policy and critic clipped on their own
-                    self.scaler.unscale_(self.optimizer)
-                    for group in self.groups:
-                        torch.nn.utils.clip_grad_norm_(group, cfg.max_grad_norm)
+                if self.nonfinite_step(minibatch_stats["loss/total"]):
+                    skipped += 1
+                    continue
                 self.scaler.step(self.optimizer)
                 self.scaler.update()
                 epochs_run = epoch + 1
@@ -250,7 +252,29 @@ class PPOTrainer:
         self.model.update_mode(False)
         metrics = {name: float(np.mean(values)) for name, values in stats.items()}
         metrics["policy/epochs"] = epochs_run
+        metrics["policy/skipped_minibatches"] = skipped
         return metrics
+
+    def nonfinite_step(self, loss: float) -> bool:
+        """Clip the policy's and the critic's gradients, each on its own; True when the loss
+        or a gradient norm is not finite and `on_nonfinite=skip` (stop: raise)."""
+        cfg = self.cfg
+        self.scaler.unscale_(self.optimizer)
+        norms = {  # an infinite max_norm measures without clipping
+            f"gradient norm of the {name}": torch.nn.utils.clip_grad_norm_(
+                group, cfg.max_grad_norm or math.inf
+            )
+            for name, group in zip(("policy", "critic"), self.groups, strict=True)
+        }
+        if self.scaler.is_enabled():  # float16: the scaler skips inf steps itself
+            return False
+        bad = guards.first_nonfinite({"loss/total": loss, **norms})
+        if bad and cfg.on_nonfinite == "stop":
+            raise guards.nonfinite_fault(
+                self.iteration, bad, where="update",
+                hint="on_nonfinite=skip skips such minibatches; lower lr or set max_grad_norm",
+            )
+        return bad is not None
 
     def loss(
         self,
@@ -290,6 +314,19 @@ class PPOTrainer:
             "loss/total": loss.detach(),
         }
         return loss, {name: float(value) for name, value in stats.items()}
+
+    def check_finite(
+        self, rollout: Rollout, advantages: torch.Tensor, returns: torch.Tensor
+    ) -> None:
+        """Stop on a NaN or infinity in the rollout or its GAE, where it first appears."""
+        for where, quantities in (
+            ("rollout", {"reward scores": rollout.scores, "values": rollout.values,
+                         "log-probs": rollout.logprobs, "reference log-probs":
+                         rollout.ref_logprobs}),
+            ("GAE", {"advantages": advantages, "returns": returns}),
+        ):
+            if bad := guards.first_nonfinite(quantities):
+                raise guards.nonfinite_fault(self.iteration, bad, where=where)
 
     def update_kl_coef(self, kl_per_response: float) -> None:
         """Adaptive KL controller (Ziegler et al. 2019): steer the KL towards `kl_target`."""
@@ -355,9 +392,11 @@ class PPOTrainer:
                 len(self.train_prompts), (cfg.batch_size,), generator=self.prompt_rng
             )
             prompts = [self.train_prompts[i] for i in picks]
+            self.iteration = it
             rollout = self.rollout(prompts)  # 1-2
             rewards = self.token_rewards(rollout)  # 3
             advantages, returns = self.advantages(rollout, rewards)  # 4
+            self.check_finite(rollout, advantages, returns)
             t1 = time.perf_counter()
             update_metrics = self.update(rollout, advantages, returns)  # 5
             t2 = time.perf_counter()
@@ -383,6 +422,14 @@ class PPOTrainer:
                 "perf/tokens_per_s": float(rollout.mask.sum()) / (t2 - t0),
             }
             self.update_kl_coef(kl_per_response)
+            approx_kl = update_metrics.get("policy/approx_kl", 0.0)
+            self.divergence_streak = guards.divergence_streak(
+                self.divergence_streak, approx_kl, cfg.max_approx_kl
+            )
+            guards.check_divergence(
+                it, self.divergence_streak, approx_kl, bound=cfg.max_approx_kl,
+                patience=cfg.divergence_patience, fail=cfg.on_divergence == "fail",
+            )
             self.lr_schedule.step()
             if it == cfg.iterations or (cfg.eval_every and it % cfg.eval_every == 0):
                 eval_metrics = self.evaluate()

@@ -13,16 +13,29 @@ machine (at least 1):
 - submitit_local starts every job of a launch at once: a study's trials × seeds;
 - submitit_slurm gives each job its own allocation: SLURM binds the job to its
   `cpus_per_task` cores, seen as this process's CPU affinity.
+
+GPUs likewise: where several jobs run at once on a machine with several GPUs, each job
+claims a GPU of its own (`claim_gpu`: a lock file per GPU, held for the life of the job's
+process and released by the system when it ends) and makes it torch's current device,
+so `model.device=auto` (or `cuda`) means that GPU. SLURM jobs get theirs from
+`gpus_per_node`.
 """
 
 from __future__ import annotations
 
+import fcntl
+import logging
 import os
+import tempfile
+from pathlib import Path
+from typing import IO
 
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
+log = logging.getLogger("ppo_exp")
 STUDY_SWEEPER = "ppo_exp_sweeper"  # in the study sweeper's _target_
+_claimed: dict[Path, tuple[int, IO]] = {}  # lock dir -> this process's GPU and its lock
 
 
 def cores() -> int:
@@ -64,3 +77,45 @@ def apply_threads(threads: int | None) -> int:
 
     torch.set_num_threads(threads or default_threads())
     return torch.get_num_threads()
+
+
+def claim_gpu(n_gpus: int, *, lock_dir: Path | None = None) -> int:
+    """Index of a GPU no other job on this machine holds, claimed for this process.
+
+    A process keeps its GPU: a second call returns the same index. With more jobs than
+    GPUs, the last ones share (by process id) and a warning says so.
+
+    Args:
+        n_gpus: GPUs on this machine.
+        lock_dir: where the lock files live (default: the system's temporary folder).
+    Returns:
+        The claimed GPU's index, in [0, n_gpus).
+    """
+    lock_dir = lock_dir or Path(tempfile.gettempdir())
+    if lock_dir in _claimed:
+        return _claimed[lock_dir][0]
+    for index in range(n_gpus):
+        handle = open(lock_dir / f"ppo_exp_gpu_{index}.lock", "a")  # kept open: the claim
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            continue
+        _claimed[lock_dir] = (index, handle)  # held until this process ends
+        return index
+    log.warning("more jobs than the %d GPUs on this machine: some share a GPU", n_gpus)
+    return os.getpid() % n_gpus
+
+
+def apply_gpu() -> int | None:
+    """Give this job a GPU of its own when several run at once here; return its index."""
+    import torch
+
+    if not HydraConfig.initialized() or not torch.cuda.is_available():
+        return None
+    n_gpus = torch.cuda.device_count()
+    if n_gpus < 2 or jobs_at_once(HydraConfig.get(), cores()) < 2:
+        return None
+    index = claim_gpu(n_gpus)
+    torch.cuda.set_device(index)
+    return index

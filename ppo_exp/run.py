@@ -46,13 +46,16 @@ def train_and_track(cfg: DictConfig) -> tuple[dict[str, float], float]:
     import mlflow
 
     from ppo_exp import tracking
-    from ppo_exp.resources import apply_threads
+    from ppo_exp.resources import apply_gpu, apply_threads
 
     threads = apply_threads(ppo_cfg.threads)  # before any tensor work
+    gpu = apply_gpu()  # a GPU of its own when jobs run side by side on several GPUs
     trial = ppo_cfg.optuna  # set when an Optuna study launched this job
     name = f"trial {trial.trial} seed {ppo_cfg.seed}" if trial.study else None
     with tracking.start_run(ppo_cfg, cfg, name=name, parent_run_id=trial.parent_run_id) as tracker:
         mlflow.set_tag("ppo_exp.threads", threads)  # as torch reports it
+        if gpu is not None:
+            mlflow.set_tag("ppo_exp.gpu", gpu)
         trackers: list = [tracker]
         if trial.study:
             from ppo_exp.study import job

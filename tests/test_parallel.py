@@ -25,6 +25,7 @@ from optuna.trial import TrialState
 from test_study import (
     HEARTBEAT,
     PARAMS,
+    TINY,
     Workdir,
     by_number,
     children,
@@ -261,3 +262,16 @@ def test_a_failing_job_of_a_parallel_sweep_fails_the_parent_and_keeps_the_rest(w
     assert "eval/reward_mean" in kept.data.metrics
     assert_no_run_left_running(wd)
 
+
+
+def test_throughput_benchmark_runs_both_settings(tmp_path, base_model_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "ppo_exp.bench.study", "throughput", "--workdir", str(tmp_path),
+         "--trials", "1", *TINY],
+        capture_output=True, text=True, timeout=600, env={**os.environ, "TQDM_DISABLE": "1"},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = result.stdout.splitlines()
+    assert len([line for line in lines if "trials/hour" in line]) == 2, result.stdout
+    assert any(line.startswith("throughput ratio") for line in lines), result.stdout
+    assert len([line for line in lines if "best value" in line]) == 2, result.stdout

@@ -117,7 +117,9 @@ class Workdir:
         return self.path / "multirun" / f"study_{study_name}"
 
     def job_dirs(self, study_name: str = "core") -> list[int]:
-        return sorted(int(p.name) for p in self.sweep_dir(study_name).iterdir() if p.is_dir())
+        """Numbered job directories (not e.g. submitit's .submitit/)."""
+        folders = self.sweep_dir(study_name).iterdir()
+        return sorted(int(p.name) for p in folders if p.is_dir() and p.name.isdigit())
 
 
 def workdir(path: Path, mlflow_template: Path | None) -> Workdir:

@@ -28,6 +28,7 @@ import sys
 import typing
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 from ppo_exp.config import ConfigError
@@ -344,3 +345,14 @@ _USERINFO = re.compile(r"(?P<scheme>[A-Za-z][\w+.-]*://)(?P<user>[^:/@\s]*):(?P<
 def mask(text: str) -> str:
     """`text` with the password of every `scheme://user:password@host` replaced by ***."""
     return _USERINFO.sub(r"\g<scheme>\g<user>:***@", text)
+
+
+def mask_secrets(value: Any) -> Any:
+    """`value` (a config as plain containers) with every string passed through `mask`."""
+    if isinstance(value, str):
+        return mask(value)
+    if isinstance(value, Mapping):
+        return {k: mask_secrets(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [mask_secrets(v) for v in value]
+    return value

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 import time
 
@@ -19,6 +20,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from ppo_exp.checks import refuse
 from ppo_exp.config import ConfigError, PPOConfig, preflight, to_config
+from ppo_exp.lifecycle import Stopped, stop_on_signals
 from ppo_exp.ppo.guards import TrainingFault
 from ppo_exp.study import register_studies
 
@@ -52,7 +54,10 @@ def train_and_track(cfg: DictConfig) -> tuple[dict[str, float], float]:
     gpu = apply_gpu()  # a GPU of its own when jobs run side by side on several GPUs
     trial = ppo_cfg.optuna  # set when an Optuna study launched this job
     name = f"trial {trial.trial} seed {ppo_cfg.seed}" if trial.study else None
-    with tracking.start_run(ppo_cfg, cfg, name=name, parent_run_id=trial.parent_run_id) as tracker:
+    with (
+        stop_on_signals(),  # SIGTERM unwinds the job like Ctrl-C: its run ends KILLED
+        tracking.start_run(ppo_cfg, cfg, name=name, parent_run_id=trial.parent_run_id) as tracker,
+    ):
         mlflow.set_tag("ppo_exp.threads", threads)  # as torch reports it
         if gpu is not None:
             mlflow.set_tag("ppo_exp.gpu", gpu)
@@ -103,6 +108,10 @@ def cli() -> None:
     except TrainingFault as fault:  # recorded in the MLflow run; one line here
         print(f"error: {fault}", file=sys.stderr)
         raise SystemExit(1) from None
+    except (KeyboardInterrupt, Stopped) as stop:  # the MLflow run ended KILLED
+        signum = getattr(stop, "signum", signal.SIGINT)
+        print(f"error: stopped by {signal.Signals(signum).name}", file=sys.stderr)
+        raise SystemExit(128 + signum) from None
 
 
 if __name__ == "__main__":

@@ -27,7 +27,9 @@ from mlflow.tracking import MlflowClient
 from mlflow.tracking.context.registry import resolve_tags
 from omegaconf import DictConfig, OmegaConf
 
+from ppo_exp.checks import mask, mask_secrets
 from ppo_exp.config import MlflowConfig, PPOConfig, mlflow_params
+from ppo_exp.lifecycle import Heartbeat, Stopped, close_stale_runs
 
 log = logging.getLogger("ppo_exp")
 
@@ -128,20 +130,26 @@ def start_run(
     tag `ppo_exp.error` and the traceback in the artifact `error.txt`.
     """
     experiment_id = configure(cfg.mlflow)
-    overrides = job_overrides()
+    close_stale_runs(experiment_id)  # runs left RUNNING by a killed process
+    overrides = [mask(o) for o in job_overrides()]  # no password reaches a name or a tag
     all_tags = {"ppo_exp.kind": "run", "ppo_exp.overrides": " ".join(overrides)}
     if HydraConfig.initialized():
         all_tags["ppo_exp.output_dir"] = HydraConfig.get().runtime.output_dir
     if parent := parent_run_id or sweep_parent_run_id(experiment_id):
         all_tags["mlflow.parentRunId"] = parent
-    with mlflow.start_run(run_name=name or run_name(overrides), tags=all_tags) as run:
-        mlflow.log_params(mlflow_params(cfg))
-        mlflow.log_dict(OmegaConf.to_container(resolved, resolve=True), "config.yaml")
+    with (
+        mlflow.start_run(run_name=name or run_name(overrides), tags=all_tags) as run,
+        Heartbeat(run.info.run_id),
+    ):
+        mlflow.log_params(mask_secrets(mlflow_params(cfg)))
+        mlflow.log_dict(
+            mask_secrets(OmegaConf.to_container(resolved, resolve=True)), "config.yaml"
+        )
         log.info(
             "MLflow run %s (%s) in %s",
             run.info.run_name,
             run.info.run_id,
-            mlflow.get_tracking_uri(),
+            mask(mlflow.get_tracking_uri()),
         )
         try:
             yield MlflowTracker()
@@ -155,6 +163,11 @@ def start_run(
                     "mlflow.runName": f"{run.info.run_name} (pruned)",
                 }
             )
+            mlflow.end_run(status="KILLED")
+            raise
+        except (KeyboardInterrupt, Stopped) as stop:  # Ctrl-C, SIGTERM: KILLED, not FAILED
+            signame = "SIGINT" if isinstance(stop, KeyboardInterrupt) else str(stop)
+            mlflow.set_tag("ppo_exp.error", f"stopped by {signame}")
             mlflow.end_run(status="KILLED")
             raise
         except BaseException as error:
@@ -202,7 +215,8 @@ class SweepParentRun(Callback):
         experiment_id = configure(config.mlflow)
         sweep_dir = config.hydra.sweep.dir
         tags = {"ppo_exp.kind": "sweep", "ppo_exp.sweep_dir": str(sweep_dir)}
-        name = sweep_run_name(list(config.hydra.overrides.task), Path(sweep_dir).name)
+        overrides = [mask(o) for o in config.hydra.overrides.task]
+        name = sweep_run_name(overrides, Path(sweep_dir).name)
         run = MlflowClient().create_run(experiment_id, run_name=name, tags=resolve_tags(tags))
         self.run_id = run.info.run_id
         atexit.register(self._end, "FAILED")
@@ -212,7 +226,7 @@ class SweepParentRun(Callback):
         if self.run_id is None or getattr(job_return, "status", None) != JobStatus.FAILED:
             return
         error = job_return._return_value  # noqa: SLF001 (`return_value` re-raises it)
-        overrides = " ".join(getattr(job_return, "overrides", None) or [])
+        overrides = mask(" ".join(getattr(job_return, "overrides", None) or []))
         configure(config.mlflow)  # this process may not have tracked anything yet
         MlflowClient().set_tag(
             self.run_id,

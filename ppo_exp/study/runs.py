@@ -18,6 +18,7 @@ from mlflow.tracking.context.registry import resolve_tags
 from omegaconf import DictConfig, OmegaConf
 from optuna.trial import FrozenTrial, TrialState
 
+from ppo_exp.checks import mask_secrets
 from ppo_exp.study.storage import absolute_url
 from ppo_exp.tracking import configure, mask_url
 
@@ -55,7 +56,8 @@ def study_parent_run(study: optuna.Study, config: DictConfig, settings: Any) -> 
         client.log_param(run_id, f"study.{key}", str(getattr(settings, key)))
     client.log_param(run_id, "study.storage", storage_url(settings.storage))
     tag_launch(run_id, settings)
-    client.log_dict(run_id, OmegaConf.to_container(config, resolve=False), "study/config.yaml")
+    config_dict = mask_secrets(OmegaConf.to_container(config, resolve=False))
+    client.log_dict(run_id, config_dict, "study/config.yaml")
     study.set_user_attr(PARENT_ATTR, run_id)
     study.set_user_attr("objectives", list(settings.objectives))
     return run_id

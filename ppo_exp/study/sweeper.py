@@ -31,7 +31,7 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 from optuna.trial import TrialState
 
-from ppo_exp.checks import refuse
+from ppo_exp.checks import mask, refuse
 from ppo_exp.config import ConfigError, PPOConfig
 from ppo_exp.study import report, runs
 from ppo_exp.study.algorithms import PRUNERS, SAMPLERS, build
@@ -107,7 +107,7 @@ class StudySweeper(Sweeper):
             s.study_name,
             len(study.trials),
             s.n_trials,
-            s.storage or "sqlite:///optuna.db",
+            mask(s.storage or "sqlite:///optuna.db"),
             s.n_jobs,
         )
         try:

@@ -365,3 +365,28 @@ def test_truncate_after_stop():
     assert mask.dtype == torch.float32
     assert torch.equal(mask, expected)
     assert has_stop.tolist() == [True, True, False, True]
+
+
+# --- logprobs_and_entropy ------------------------------------------------------------------
+
+
+def test_logprobs_and_entropy_are_exactly_the_separate_functions():
+    torch.manual_seed(0)
+    logits = torch.randn(3, 5, 40, requires_grad=True)
+    tokens = torch.randint(40, (3, 5))
+    lp, h = losses.logprobs_and_entropy(logits, tokens, temperature=0.7, entropy_grad=False)
+    assert torch.equal(lp, losses.logprobs_from_logits(logits / 0.7, tokens))
+    assert torch.equal(h, losses.entropy_from_logits(logits / 0.7))
+    assert lp.requires_grad and not h.requires_grad  # entropy only as a statistic
+
+
+def test_logprobs_and_entropy_backpropagates_the_entropy_when_asked():
+    logits = torch.tensor([[[0.0, math.log(3.0)]]], requires_grad=True)
+    _, h = losses.logprobs_and_entropy(logits, torch.tensor([[1]]), temperature=1.0,
+                                       entropy_grad=True)
+    torch.testing.assert_close(h, torch.tensor([[0.562335]]), atol=1e-6, rtol=0)
+    h.sum().backward()
+    # dH/dz_i = -p_i (log p_i + H): p = [1/4, 3/4], log p = [-1.386294, -0.287682];
+    # -> [-0.25 * (-0.823959), -0.75 * (0.274653)] = [0.205990, -0.205990].
+    torch.testing.assert_close(logits.grad, torch.tensor([[[0.205990, -0.205990]]]),
+                               atol=1e-6, rtol=0)

@@ -131,3 +131,29 @@ def explained_variance(values: torch.Tensor, returns: torch.Tensor, mask: torch.
 def logprobs_from_logits(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
     """Log-probability of each chosen token: logits (B, T, V), tokens (B, T) -> (B, T)."""
     return torch.gather(F.log_softmax(logits, dim=-1), 2, tokens.unsqueeze(-1)).squeeze(-1)
+
+
+def logprobs_and_entropy(
+    logits: torch.Tensor, tokens: torch.Tensor, *, temperature: float, entropy_grad: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Log-probs of the chosen tokens and the entropy, both from one log-softmax.
+
+    The same numbers as `logprobs_from_logits(logits / temperature, tokens)` and
+    `entropy_from_logits(logits / temperature)`, with two (B, T, V) tensors kept instead
+    of five; with `entropy_grad=False` (the entropy is only a statistic, ent_coef = 0)
+    the entropy's full-vocabulary temporaries are freed at once and never backpropagated.
+
+    Args:
+        logits: (B, T, V) raw logits; tokens: (B, T) chosen token ids.
+        temperature: logits are divided by it first (the sampling temperature).
+        entropy_grad: whether the entropy joins the autograd graph.
+
+    Returns:
+        logprobs (B, T) and entropy (B, T), in nats.
+    """
+    log_p = F.log_softmax(logits / temperature, dim=-1)  # (B, T, V)
+    logprobs = torch.gather(log_p, 2, tokens.unsqueeze(-1)).squeeze(-1)
+    with torch.set_grad_enabled(entropy_grad and torch.is_grad_enabled()):
+        entropy = -(log_p.exp() * log_p).sum(-1)
+    return logprobs, entropy
+

@@ -145,14 +145,16 @@ class PPOTrainer:
             inputs = (input_ids[rows], attention_mask[rows], position_ids[rows], T)
             with autocast(self.device, self.dtype):
                 logits, values = self.model(*inputs)
+            logprobs, entropy = losses.logprobs_and_entropy(
+                logits, response[rows], temperature=cfg.temperature, entropy_grad=False
+            )
+            del logits  # (b, T, V): freed before the reference's
+            with autocast(self.device, self.dtype):
                 ref_logits = self.ref.logits(*inputs)
-            logits = logits / cfg.temperature
-            chunks.append((
-                losses.logprobs_from_logits(logits, response[rows]),
-                losses.logprobs_from_logits(ref_logits / cfg.temperature, response[rows]),
-                values,
-                losses.entropy_from_logits(logits),
-            ))
+            ref_logprobs = losses.logprobs_from_logits(
+                ref_logits / cfg.temperature, response[rows]
+            )
+            chunks.append((logprobs, ref_logprobs, values, entropy))
         logprobs, ref_logprobs, values, entropy = (
             torch.cat(parts) for parts in zip(*chunks, strict=True)
         )
@@ -212,7 +214,9 @@ class PPOTrainer:
         cfg = self.cfg
         batch = len(rollout.scores)
         minibatch = batch // cfg.num_minibatches
-        T = rollout.response.shape[1]
+        # Real response lengths, read once: each micro-batch runs up to its own longest
+        # response, not the batch's (the padding after it changes no real position).
+        lengths = rollout.mask.sum(1).long().tolist()
         stats: dict[str, list[float]] = {}
         epochs_run = 0
         self.model.update_mode(True)
@@ -224,12 +228,15 @@ class PPOTrainer:
                 # Gradient accumulation: each micro-batch's loss is a mean over its own
                 # tokens, weighted by its share of the minibatch's tokens, so the summed
                 # gradient (and every statistic) equals the whole minibatch's.
-                tokens = float(rollout.mask[i].sum())
+                tokens = float(sum(lengths[row] for row in i.tolist()))
                 self.optimizer.zero_grad(set_to_none=True)
                 minibatch_stats: dict[str, float] = {}
                 for j in i.split(cfg.micro_batch_size or minibatch):
-                    weight = float(rollout.mask[j].sum()) / tokens if tokens else 1.0
-                    loss, micro = self.loss(rollout, j, T, advantages[j], returns[j])
+                    rows = j.tolist()
+                    weight = float(sum(lengths[row] for row in rows)) / tokens if tokens else 1.0
+                    longest = max(lengths[row] for row in rows)
+                    mb = minibatch_of(rollout, advantages, returns, j, longest)
+                    loss, micro = self.loss(mb)
                     self.scaler.scale(loss * weight).backward()
                     for name, value in micro.items():
                         minibatch_stats[name] = minibatch_stats.get(name, 0.0) + weight * value
@@ -276,32 +283,26 @@ class PPOTrainer:
             )
         return bad is not None
 
-    def loss(
-        self,
-        rollout: Rollout,
-        rows: torch.Tensor,
-        T: int,
-        advantages: torch.Tensor,
-        returns: torch.Tensor,
-    ) -> tuple[torch.Tensor, dict[str, float]]:
+    def loss(self, mb: Minibatch) -> tuple[torch.Tensor, dict[str, float]]:
         """PPO loss of some rollout rows (means over their tokens), and its statistics."""
         cfg = self.cfg
-        mask = rollout.mask[rows]
         with autocast(self.device, self.dtype):
             logits, values = self.model(
-                rollout.input_ids[rows], rollout.attention_mask[rows],
-                rollout.position_ids[rows], T,
+                mb.input_ids, mb.attention_mask, mb.position_ids, mb.response.shape[1]
             )
-        logits = logits / cfg.temperature
-        logprobs = losses.logprobs_from_logits(logits, rollout.response[rows])
+        logprobs, token_entropy = losses.logprobs_and_entropy(
+            logits, mb.response, temperature=cfg.temperature, entropy_grad=cfg.ent_coef != 0
+        )
         pg_loss, pg = losses.policy_loss(
-            logprobs, rollout.logprobs[rows], advantages, mask, clip_eps=cfg.clip_eps
+            logprobs, mb.logprobs, mb.advantages, mb.mask, clip_eps=cfg.clip_eps
         )
         vf_loss, vf = losses.value_loss(
-            values, rollout.values[rows], returns, mask, value_clip_eps=cfg.value_clip_eps
+            values, mb.values, mb.returns, mb.mask, value_clip_eps=cfg.value_clip_eps
         )
-        entropy = losses.masked_mean(losses.entropy_from_logits(logits), mask)
-        loss = pg_loss + cfg.vf_coef * vf_loss - cfg.ent_coef * entropy
+        entropy = losses.masked_mean(token_entropy, mb.mask)
+        loss = pg_loss + cfg.vf_coef * vf_loss
+        if cfg.ent_coef != 0:  # else the entropy is a statistic only, off the graph
+            loss = loss - cfg.ent_coef * entropy
         stats = {
             "policy/approx_kl": pg["approx_kl"],
             "policy/clipfrac": pg["clipfrac"],
@@ -463,6 +464,39 @@ def lr_factor(update: int, iterations: int, *, decay: bool) -> float:
     if not decay or iterations == 1:
         return 1.0
     return 1.0 - update / (iterations - 1)
+
+
+class Minibatch(NamedTuple):
+    """Rows `i` of a rollout, cut to `length` response tokens. T = length, L = prompt + T."""
+
+    input_ids: torch.Tensor  # (b, L)
+    attention_mask: torch.Tensor  # (b, L)
+    position_ids: torch.Tensor  # (b, L)
+    response: torch.Tensor  # (b, T)
+    mask: torch.Tensor  # (b, T)
+    logprobs: torch.Tensor  # (b, T) at sampling time
+    values: torch.Tensor  # (b, T) at sampling time
+    advantages: torch.Tensor  # (b, T)
+    returns: torch.Tensor  # (b, T)
+
+
+def minibatch_of(
+    rollout: Rollout, advantages: torch.Tensor, returns: torch.Tensor, i: torch.Tensor, length: int
+) -> Minibatch:
+    """The rows `i` of the rollout, without the response slots after `length`.
+
+    Causal attention means no real position reads a later one, so dropping padding
+    columns that every row of the minibatch has leaves every real position's output as
+    it was (up to floating-point order); only the amount of work changes.
+    """
+    cut = rollout.response.shape[1] - length  # padding columns common to all rows
+    sequence = slice(None, rollout.input_ids.shape[1] - cut)
+    inputs = (rollout.input_ids, rollout.attention_mask, rollout.position_ids)
+    return Minibatch(
+        *(t[i, sequence] for t in inputs),
+        *(t[i, :length] for t in (rollout.response, rollout.mask, rollout.logprobs,
+                                  rollout.values, advantages, returns)),
+    )
 
 
 def truncate_after_stop(

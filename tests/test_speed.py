@@ -1,0 +1,46 @@
+"""The trainer's speed-ups change no result: trimmed minibatches."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from ppo_exp.config import PPOConfig
+from ppo_exp.ppo.trainer import PPOTrainer, minibatch_of
+
+SMOKE = dict(iterations=1, batch_size=8, max_new_tokens=24, eval_every=0, eval_prompts=8,
+             num_minibatches=2, ppo_epochs=2)
+
+
+@pytest.fixture(scope="module")
+def trained_rollout(base_model_path):
+    torch.manual_seed(0)
+    trainer = PPOTrainer(PPOConfig(**SMOKE))
+    rollout = trainer.rollout(trainer.train_prompts[:8])
+    advantages, returns = trainer.advantages(rollout, trainer.token_rewards(rollout))
+    return trainer, rollout, advantages, returns
+
+
+@pytest.mark.slow
+def test_a_trimmed_minibatch_gives_the_same_outputs_at_every_real_position(trained_rollout):
+    trainer, rollout, advantages, returns = trained_rollout
+    lengths = rollout.mask.sum(1).long()
+    T = rollout.response.shape[1]
+    i = torch.argsort(lengths)[:4]  # the shortest responses: the most padding to cut
+    longest = int(lengths[i].max())
+    assert longest < T, "the test needs a minibatch shorter than the batch"
+    full = minibatch_of(rollout, advantages, returns, i, T)
+    cut = minibatch_of(rollout, advantages, returns, i, longest)
+    assert cut.input_ids.shape[1] == full.input_ids.shape[1] - (T - longest)
+    assert torch.equal(cut.response, full.response[:, :longest])
+    assert not full.mask[:, longest:].any()  # only padding was dropped
+    with torch.no_grad():
+        logits_full, values_full = trainer.model(full.input_ids, full.attention_mask,
+                                                 full.position_ids, T)
+        logits_cut, values_cut = trainer.model(cut.input_ids, cut.attention_mask,
+                                               cut.position_ids, longest)
+    real = cut.mask.bool()
+    torch.testing.assert_close(logits_cut[real], logits_full[:, :longest][real],
+                               atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(values_cut[real], values_full[:, :longest][real],
+                               atol=1e-5, rtol=1e-5)

@@ -9,7 +9,8 @@
 Options (phases, floor, trl, scaling): --rounds N (alternated runs per system),
 --iterations N, --threads N, --batch-size N, --max-new-tokens N, --shape NAME,
 --reward classifier|vader, --value-model separate|shared, --fused-floor, --json PATH,
---trl-python PATH, --quick (tiny shapes, for the smoke test).
+--trl-python PATH, --quick (tiny shapes, for the smoke test), --compare NAME=SRC (also
+run the ppo_exp source tree SRC, e.g. an older commit's `git archive`, as system NAME).
 """
 
 from __future__ import annotations
@@ -51,6 +52,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--trl-python", help=f"TRL's interpreter (default ${TRL_PYTHON_ENV})")
     parser.add_argument("--workdir", type=Path, help="keep bench models here (default: scratch)")
     parser.add_argument("--quick", action="store_true", help="tiny shapes: a smoke run")
+    parser.add_argument("--compare", action="append", default=[], metavar="NAME=SRC",
+                        help="also run ppo_exp from source tree SRC as system NAME")
     return parser.parse_args(argv)
 
 
@@ -71,10 +74,13 @@ def main(argv: list[str] | None = None) -> None:
                     threads=args.threads, reward_kind=args.reward, fused=args.fused_floor)
     systems = {"phases": ("ppo_exp",), "floor": ("ppo_exp", "floor"),
                "trl": ("ppo_exp", "floor", "trl"), "scaling": ()}[args.mode]
+    sources = dict(item.split("=", 1) for item in args.compare)
+    if args.mode != "scaling":
+        systems = (*systems[:1], *sources, *systems[1:])
     trl = trl_python(args.trl_python)
     if args.mode == "trl" and trl is None:
         print(TRL_SETUP)
-        systems = ("ppo_exp", "floor")
+        systems = tuple(s for s in systems if s != "trl")
     with tempfile.TemporaryDirectory() as scratch:
         root = args.workdir or Path(scratch)
         root.mkdir(parents=True, exist_ok=True)
@@ -84,7 +90,8 @@ def main(argv: list[str] | None = None) -> None:
             print(scaling_table(rows))
             figures: dict = {"mode": "scaling", "rows": rows}
         else:
-            summaries = side_by_side(spec, systems, rounds=args.rounds, root=root, trl=trl)
+            summaries = side_by_side(spec, systems, rounds=args.rounds, root=root, trl=trl,
+                                     sources=sources)
             print(phase_table(summaries))
             figures = {"mode": args.mode, "summaries": summaries}
             if "trl" in summaries:

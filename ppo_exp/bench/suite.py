@@ -51,8 +51,16 @@ def trl_python(explicit: str | None = None) -> Path | None:
     return path if path.exists() else None
 
 
-def run_once(system: str, spec: Spec, root: Path, *, trl: Path | None = None) -> dict:
-    """One fresh-process run of `system` on `spec`; returns the worker's JSON."""
+def run_once(
+    system: str, spec: Spec, root: Path, *, trl: Path | None = None,
+    sources: dict[str, str] | None = None,
+) -> dict:
+    """One fresh-process run of `system` on `spec`; returns the worker's JSON.
+
+    `sources` maps extra system names to other ppo_exp source trees (a directory holding
+    the `ppo_exp` package, e.g. `git archive` of an older commit), run like ppo_exp.
+    """
+    sources = sources or {}
     policy, reward = bench_models(spec.shape, root / "models")
     from ppo_exp.task.prompts import make_prompts
 
@@ -68,28 +76,33 @@ def run_once(system: str, spec: Spec, root: Path, *, trl: Path | None = None) ->
         threads = str(spec.threads)
         env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads,
                "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+        if system in sources:
+            env["PYTHONPATH"] = os.pathsep.join([sources[system], env.get("PYTHONPATH", "")])
         if system == "trl":
             driver = Path(__file__).with_name("trl_driver.py")
             command = [str(trl), str(driver), str(spec_file), str(out_file)]
         else:
-            command = [sys.executable, "-m", "ppo_exp.bench.worker", system,
+            worker = "ppo_exp" if system in sources else system
+            command = [sys.executable, "-m", "ppo_exp.bench.worker", worker,
                        str(spec_file), str(out_file)]
         done = subprocess.run(command, env=env, cwd=scratch, capture_output=True, text=True)
         if done.returncode != 0:
             raise RuntimeError(f"{system} run failed:\n{done.stderr[-3000:]}")
         result = json.loads(out_file.read_text())
+    result["system"] = system
     result["params"] = parameter_count(policy)
     return result
 
 
 def side_by_side(
-    spec: Spec, systems: tuple[str, ...], *, rounds: int, root: Path, trl: Path | None = None
+    spec: Spec, systems: tuple[str, ...], *, rounds: int, root: Path, trl: Path | None = None,
+    sources: dict[str, str] | None = None,
 ) -> dict[str, dict]:
     """Alternate `rounds` runs of each system; return each system's summary."""
     runs: dict[str, list[dict]] = {s: [] for s in systems}
     for _ in range(rounds):
         for system in systems:
-            runs[system].append(run_once(system, spec, root, trl=trl))
+            runs[system].append(run_once(system, spec, root, trl=trl, sources=sources))
     return {system: summarise(results) for system, results in runs.items()}
 
 

@@ -85,7 +85,9 @@ class PPOTrainer:
         # Dropout stays off (eval mode) throughout, so sampling-time and training-time
         # log-probs agree and the first ratio is exactly 1.
         # All of it, or LoRA adapters + value head; the critic in a parameter group of its
-        # own, with its own step size (vf_coef * vf_lr) and gradient clipping.
+        # own, with its own step size (vf_coef * vf_lr) and gradient clipping. fused: one
+        # kernel steps every parameter (not a loop over them), the same update up to
+        # floating-point order.
         self.groups = control.param_groups(self.model)
         self.optimizer = torch.optim.AdamW(
             [
@@ -94,6 +96,7 @@ class PPOTrainer:
             ],
             eps=cfg.adam_eps,
             weight_decay=0.0,
+            fused=True,
         )
         # float16 gradients underflow without loss scaling; a disabled scaler is a no-op.
         self.scaler = torch.amp.GradScaler(

@@ -22,7 +22,7 @@ from transformers import (
 
 from ppo_exp.config import ConfigError, LoraSettings, PPOConfig
 from ppo_exp.ppo.models import ActorCritic, Reference, frozen_copy
-from ppo_exp.task.base_model import tiny_model_path
+from ppo_exp.task.base_model import fused_kernels, tiny_model_path
 
 log = logging.getLogger("ppo_exp")
 
@@ -60,7 +60,9 @@ def build_models(
     mc, lora = cfg.model, cfg.model.lora
     path = policy_path(cfg)
     # Fully trained weights stay float32 (AdamW state included); a LoRA base is frozen.
-    policy = AutoModelForCausalLM.from_pretrained(path, dtype=dtype if lora else torch.float32)
+    policy = AutoModelForCausalLM.from_pretrained(
+        path, dtype=dtype if lora else torch.float32, **fused_kernels(path)
+    )
     checkpoint_eos = policy.generation_config.eos_token_id
     if mc.gradient_checkpointing:
         checkpoint_activations(policy)
@@ -76,7 +78,9 @@ def build_models(
         critic = copy.deepcopy(policy.base_model)  # the policy's trunk, trained on its own
     else:
         critic_path = path if mc.value_model == "separate" else mc.value_model
-        critic = AutoModel.from_pretrained(critic_path, dtype=dtype if lora else torch.float32)
+        critic = AutoModel.from_pretrained(
+            critic_path, dtype=dtype if lora else torch.float32, **fused_kernels(critic_path)
+        )
         if mc.gradient_checkpointing:
             checkpoint_activations(critic)
         if lora is not None:

@@ -24,6 +24,7 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from tqdm.auto import tqdm
 from transformers import (
+    AutoConfig,
     AutoModelForCausalLM,
     AutoTokenizer,
     GPT2Config,
@@ -237,7 +238,27 @@ def load_causal_lm(
         The model in eval mode (dropout off) and a left-padding tokenizer with a pad token.
     """
     tokenizer = load_tokenizer(path)
-    model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype)
+    model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype, **fused_kernels(path))
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.eval()
     return model, tokenizer
+
+
+def fused_kernels(path: str | Path) -> dict[str, str]:
+    """`from_pretrained` overrides that run the checkpoint's maths in fewer kernels.
+
+    GPT-2's `gelu_new` (the tanh approximation written as five Python-level ops, each
+    with its own backward) becomes `gelu_pytorch_tanh`, the same formula as one kernel:
+    outputs agree to ~2e-7 and the activation runs about twice as fast. The cached
+    checkpoint (and the base model's recipe) is unchanged.
+
+    Args:
+        path: the checkpoint (local directory or hub id).
+
+    Returns:
+        Keyword arguments for `from_pretrained`: empty when nothing applies.
+    """
+    config = AutoConfig.from_pretrained(str(path))
+    if getattr(config, "activation_function", None) == "gelu_new":
+        return {"activation_function": "gelu_pytorch_tanh"}
+    return {}

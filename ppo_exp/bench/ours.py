@@ -110,12 +110,12 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
             (trainer, "update"),
             (trainer, "evaluate"), (trainer.scorer, None), (model.policy, "generate"),
             (model, "forward"), (model.policy, "forward"), (model.critic, "forward"),
-            (trainer.ref, "forward"), (trainer.optimizer, "step"),
+            (trainer.ref, "logits"), (trainer.ref, "forward"), (trainer.optimizer, "step"),
         ]
         names = {
             "rollout": "rollout", "token_rewards": "kl_rewards", "advantages": "gae",
             "update": "update", "evaluate": "eval",
-            "generate": "generate", "step": "optimizer_step",
+            "generate": "generate", "step": "optimizer_step", "logits": "reference",
         }
         for owner, attribute in wraps:
             if owner is None or attribute and not hasattr(owner, attribute):

@@ -86,7 +86,13 @@ def main(argv: list[str] | None = None) -> None:
         root.mkdir(parents=True, exist_ok=True)
         before = load()
         if args.mode == "scaling":
-            rows = scaling(spec, root=root, rounds=args.rounds, quick=args.quick)
+            def partial(rows: list[dict]) -> None:
+                if args.json:
+                    args.json.write_text(json.dumps({"mode": "scaling", "partial": True,
+                                                     "rows": rows}, default=str))
+
+            rows = scaling(spec, root=root, rounds=args.rounds, quick=args.quick,
+                           on_row=partial)
             print(scaling_table(rows))
             figures: dict = {"mode": "scaling", "rows": rows}
         else:

@@ -3,7 +3,8 @@
 Axes (each from the base point `Spec()`: tiny model, 64 rollouts, <= 24 tokens, 1 thread):
 rollout batch 16 -> 256; response length 16 -> 128 (random-init tiny model, so every
 response fills its slots); model size 0.9M -> ~26M parameters (16 rollouts); 1 vs 2
-threads. Each point alternates a ppo_exp run and a floor run of a few iterations.
+threads. Each point alternates a ppo_exp run and a floor run of a few iterations; the
+held-out eval is cut to 16 prompts and MLflow is off, so the figures are training's.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ POINTS: list[tuple[str, str, dict]] = [
 
 def scaling(
     base: Spec, *, root: Path, rounds: int = 1, quick: bool = False,
-    points: list[tuple[str, str, dict]] | None = None,
+    points: list[tuple[str, str, dict]] | None = None, on_row=None,
 ) -> list[dict]:
     """Run every point of `POINTS` from `base`; return one row per point.
 
@@ -35,6 +36,7 @@ def scaling(
         rounds: alternated ppo_exp/floor runs per point.
         quick: the first value of each axis only, at tiny shapes (a smoke run).
         points: the points to run instead of `POINTS`.
+        on_row: called with the rows so far after each point (partial results survive).
     """
     if points is None:
         points = POINTS
@@ -42,7 +44,7 @@ def scaling(
             points = [p for i, p in enumerate(POINTS) if i == 0 or POINTS[i - 1][0] != p[0]]
     rows = []
     for axis, value, overrides in points:
-        spec = dataclasses.replace(base, **overrides)
+        spec = dataclasses.replace(base, eval_prompts=16, mlflow=False, **overrides)
         if quick:
             spec = dataclasses.replace(spec, batch_size=max(4, spec.batch_size // 16),
                                        max_new_tokens=min(spec.max_new_tokens, 8))
@@ -63,6 +65,8 @@ def scaling(
             "tokens_per_s": ours["tokens_per_s"],
             "ppo_exp": ours, "floor": floor,
         })
+        if on_row is not None:
+            on_row(rows)
     return rows
 
 

@@ -4,6 +4,7 @@
     python -m ppo_exp.bench floor             # ... side by side with the eager floor
     python -m ppo_exp.bench trl               # ... and with TRL 1.12 (its own venv, README)
     python -m ppo_exp.bench scaling           # scaling tables (batch, length, model, threads)
+    python -m ppo_exp.bench techniques        # each trainer speed-up undone in turn
     python -m ppo_exp.bench run               # the default run through the real command
 
 Options (phases, floor, trl, scaling): --rounds N (alternated runs per system),
@@ -25,7 +26,7 @@ from ppo_exp.bench.models import SHAPES
 from ppo_exp.bench.scaling import scaling, scaling_table
 from ppo_exp.bench.suite import TRL_PYTHON_ENV, Spec, load, phase_table, side_by_side, trl_python
 
-MODES = ("phases", "floor", "trl", "scaling")
+MODES = ("phases", "floor", "trl", "scaling", "techniques")
 TRL_SETUP = (
     "TRL is not installed: the trl mode needs TRL 1.12 in its own virtual environment, e.g.\n"
     "  python -m venv --system-site-packages .trl-venv\n"
@@ -65,6 +66,9 @@ def main(argv: list[str] | None = None) -> None:
         runs.main(argv[1:] if argv and argv[0] == "run" else argv)
         return
     args = parse(argv)
+    if args.mode == "techniques":
+        techniques_mode(args)
+        return
     spec = Spec(shape=args.shape, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
                 iterations=args.iterations, threads=args.threads, reward_kind=args.reward,
                 value_model=args.value_model, fused=args.fused_floor)
@@ -112,6 +116,19 @@ def main(argv: list[str] | None = None) -> None:
         figures.update(spec=vars(spec), load_before=before, load_after=after)
         args.json.write_text(json.dumps(figures, indent=1, default=str))
         print(f"figures written to {args.json}")
+
+
+def techniques_mode(args: argparse.Namespace) -> None:
+    """Each speed-up undone in turn, in this process, at `--threads` threads."""
+    from ppo_exp.bench import techniques
+
+    before = load()
+    results = techniques.measure(rounds=args.rounds, threads=args.threads)
+    print(techniques.table(results))
+    print(f"machine: {before} before, {load()} after; {args.threads} thread(s), "
+          f"{args.rounds} alternated round(s), medians")
+    if args.json:
+        args.json.write_text(json.dumps({"mode": "techniques", "results": results}, indent=1))
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from ppo_exp.bench.clock import PHASES, PhaseClock, patched, to_phases
 from ppo_exp.bench.suite import Spec, run_once, summarise, trl_python
@@ -104,3 +105,32 @@ def test_trl_driver_runs_trl_offline_on_the_local_models(tmp_path):
     assert summary["trl_version"] == "1.12.0"
     assert summary["phases"]["gc"] > 0 and summary["phases"]["update_step"] > 0
     assert summary["wall_without_gc_s"] < summary["wall_s"]
+
+
+@pytest.mark.slow
+def test_techniques_mode_undoes_each_speed_up_and_restores_it(base_model_path):
+    from ppo_exp.bench import techniques
+
+    results = techniques.measure(rounds=1, threads=1, batch_size=8, max_new_tokens=12,
+                                 num_minibatches=2, ppo_epochs=1)
+    assert set(results) == set(techniques.VARIANTS)
+    assert all(r["update"] > 0 and r["rollout"] > 0 for r in results.values())
+    assert "without fused AdamW" in techniques.table(results)
+
+
+def test_technique_switches_restore_the_trainer():
+    from types import SimpleNamespace
+
+    from ppo_exp.bench import techniques
+    from ppo_exp.ppo import losses
+    from ppo_exp.ppo import trainer as module
+
+    lean, trim = losses.logprobs_and_entropy, module.minibatch_of
+    with techniques.separate_softmaxes(None), techniques.full_length(None):
+        assert losses.logprobs_and_entropy is not lean and module.minibatch_of is not trim
+    assert losses.logprobs_and_entropy is lean and module.minibatch_of is trim
+    fused = torch.optim.AdamW([torch.nn.Parameter(torch.ones(2))], fused=True)
+    holder = SimpleNamespace(optimizer=fused, params=fused.param_groups[0]["params"])
+    with techniques.foreach_adamw(holder):
+        assert holder.optimizer is not fused and holder.optimizer.defaults["foreach"]
+    assert holder.optimizer is fused

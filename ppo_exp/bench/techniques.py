@@ -90,13 +90,19 @@ VARIANTS: dict[str, Callable] = {
 }
 
 
-def measure(*, rounds: int, threads: int) -> dict[str, dict[str, float]]:
-    """Median seconds of the rollout's scoring and of one update, per variant."""
+def measure(*, rounds: int, threads: int, **config) -> dict[str, dict[str, float]]:
+    """Median seconds of one rollout and of one update, per variant.
+
+    Args:
+        rounds: alternated rounds over the variants.
+        threads: torch threads.
+        config: PPOConfig keys changed from the defaults (the smoke test's tiny shapes).
+    """
     from ppo_exp.config import PPOConfig
     from ppo_exp.ppo.trainer import PPOTrainer
 
     torch.set_num_threads(threads)
-    trainer = PPOTrainer(PPOConfig(eval_prompts=8))
+    trainer = PPOTrainer(PPOConfig(**{"eval_prompts": 8, **config}))
     prompts = trainer.train_prompts[: trainer.cfg.batch_size]
     rollout = trainer.rollout(prompts)
     advantages, returns = trainer.advantages(rollout, trainer.token_rewards(rollout))

@@ -23,7 +23,7 @@ import tempfile
 from pathlib import Path
 
 from ppo_exp.bench.models import SHAPES
-from ppo_exp.bench.scaling import scaling, scaling_table
+from ppo_exp.bench.scaling import scaling, scaling_table, select
 from ppo_exp.bench.suite import TRL_PYTHON_ENV, Spec, load, phase_table, side_by_side, trl_python
 
 MODES = ("phases", "floor", "trl", "scaling", "techniques")
@@ -53,6 +53,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--trl-python", help=f"TRL's interpreter (default ${TRL_PYTHON_ENV})")
     parser.add_argument("--workdir", type=Path, help="keep bench models here (default: scratch)")
     parser.add_argument("--quick", action="store_true", help="tiny shapes: a smoke run")
+    parser.add_argument("--points", help="scaling: only these points, e.g. batch=64,threads=2")
     parser.add_argument("--compare", action="append", default=[], metavar="NAME=SRC",
                         help="also run ppo_exp from source tree SRC as system NAME")
     return parser.parse_args(argv)
@@ -95,8 +96,9 @@ def main(argv: list[str] | None = None) -> None:
                     args.json.write_text(json.dumps({"mode": "scaling", "partial": True,
                                                      "rows": rows}, default=str))
 
+            points = select(args.points) if args.points else None
             rows = scaling(spec, root=root, rounds=args.rounds, quick=args.quick,
-                           on_row=partial)
+                           points=points, on_row=partial)
             print(scaling_table(rows))
             figures: dict = {"mode": "scaling", "rows": rows}
         else:

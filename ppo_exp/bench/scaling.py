@@ -43,12 +43,16 @@ def scaling(
         if quick:
             points = [p for i, p in enumerate(POINTS) if i == 0 or POINTS[i - 1][0] != p[0]]
     rows = []
+    done: dict[str, dict] = {}  # the same shapes on two axes (threads=1 is batch=64) run once
     for axis, value, overrides in points:
         spec = dataclasses.replace(base, eval_prompts=16, mlflow=False, **overrides)
         if quick:
             spec = dataclasses.replace(spec, batch_size=max(4, spec.batch_size // 16),
                                        max_new_tokens=min(spec.max_new_tokens, 8))
-        result = side_by_side(spec, ("ppo_exp", "floor"), rounds=rounds, root=root)
+        key = repr(spec)
+        if key not in done:
+            done[key] = side_by_side(spec, ("ppo_exp", "floor"), rounds=rounds, root=root)
+        result = done[key]
         ours, floor = result["ppo_exp"], result["floor"]
         ratios = {p: ours["phases"][p] / floor["phases"][p]
                   for p in ("generate", "score_policy", "update_forward", "update_backward",
@@ -68,6 +72,16 @@ def scaling(
         if on_row is not None:
             on_row(rows)
     return rows
+
+
+def select(names: str) -> list[tuple[str, str, dict]]:
+    """The points named "axis=value,axis=value" (in that order), e.g. "batch=64,threads=2"."""
+    by_name = {f"{axis}={value}": (axis, value, o) for axis, value, o in POINTS}
+    chosen = [name.strip() for name in names.split(",") if name.strip()]
+    unknown = [name for name in chosen if name not in by_name]
+    if unknown:
+        raise SystemExit(f"invalid --points {','.join(unknown)}; accepted: {', '.join(by_name)}")
+    return [by_name[name] for name in chosen]
 
 
 def scaling_table(rows: list[dict]) -> str:

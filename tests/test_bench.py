@@ -130,7 +130,7 @@ def test_technique_switches_restore_the_trainer():
         assert losses.logprobs_and_entropy is not lean and module.minibatch_of is not trim
     assert losses.logprobs_and_entropy is lean and module.minibatch_of is trim
     fused = torch.optim.AdamW([torch.nn.Parameter(torch.ones(2))], fused=True)
-    holder = SimpleNamespace(optimizer=fused, params=fused.param_groups[0]["params"])
+    holder = SimpleNamespace(optimizer=fused)
     with techniques.foreach_adamw(holder):
         assert holder.optimizer is not fused and holder.optimizer.defaults["foreach"]
     assert holder.optimizer is fused

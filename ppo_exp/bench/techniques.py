@@ -53,9 +53,9 @@ def separate_softmaxes(trainer) -> Iterator[None]:
 def foreach_adamw(trainer) -> Iterator[None]:
     """AdamW stepping parameter lists (foreach) instead of one fused kernel."""
     fused = trainer.optimizer
-    group = fused.param_groups[0]
+    groups = [{"params": g["params"], "lr": g["lr"]} for g in fused.param_groups]
     trainer.optimizer = torch.optim.AdamW(
-        trainer.params, lr=group["lr"], eps=group["eps"], weight_decay=0.0, foreach=True
+        groups, eps=fused.defaults["eps"], weight_decay=0.0, foreach=True
     )
     try:
         yield

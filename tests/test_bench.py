@@ -56,6 +56,16 @@ def test_phase_clock_names_calls_by_where_they_ran_and_patched_restores():
     assert clock.take() == {}
 
 
+def test_phase_clock_can_count_cpu_time_only():
+    import time
+
+    clock = PhaseClock("cpu")
+    clock.wrap("sleep", time.sleep)(0.3)  # a sleeping process uses no CPU
+    assert clock.take()["sleep"] < 0.1
+    with pytest.raises(ValueError, match="accepted: 'wall' | 'cpu'"):
+        PhaseClock("gpu")
+
+
 @pytest.mark.slow
 def test_phases_mode_accounts_for_the_whole_iteration(tmp_path):
     done = bench("phases", "--quick", "--rounds", "1", "--json", str(tmp_path / "b.json"),

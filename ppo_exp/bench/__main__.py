@@ -49,6 +49,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--reward", choices=("classifier", "vader"), default="classifier")
     parser.add_argument("--value-model", choices=("separate", "shared"), default="separate")
     parser.add_argument("--fused-floor", action="store_true", help="AdamW(fused=True) in the floor")
+    parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                        help="cpu: each run's CPU time (comparable on a loaded machine)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     parser.add_argument("--trl-python", help=f"TRL's interpreter (default ${TRL_PYTHON_ENV})")
     parser.add_argument("--workdir", type=Path, help="keep bench models here (default: scratch)")
@@ -72,11 +74,12 @@ def main(argv: list[str] | None = None) -> None:
         return
     spec = Spec(shape=args.shape, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
                 iterations=args.iterations, threads=args.threads, reward_kind=args.reward,
-                value_model=args.value_model, fused=args.fused_floor)
+                value_model=args.value_model, fused=args.fused_floor, clock=args.clock)
     if args.quick:
         spec = Spec(shape=args.shape, batch_size=8, max_new_tokens=6, ppo_epochs=1,
                     num_minibatches=2, iterations=2, eval_prompts=8, mlflow=False,
-                    threads=args.threads, reward_kind=args.reward, fused=args.fused_floor)
+                    threads=args.threads, reward_kind=args.reward, fused=args.fused_floor,
+                    clock=args.clock)
     systems = {"phases": ("ppo_exp",), "floor": ("ppo_exp", "floor"),
                "trl": ("ppo_exp", "floor", "trl"), "scaling": ()}[args.mode]
     sources = dict(item.split("=", 1) for item in args.compare)
@@ -112,7 +115,8 @@ def main(argv: list[str] | None = None) -> None:
                       f"without TRL's gc.collect {ours / theirs['wall_without_gc_s']:.2f} "
                       f"(TRL's optimiser: {theirs['trl_optimizer']})")
         after = load()
-    print(f"machine: {before} before, {after} after; {spec.threads} thread(s) per run, "
+    print(f"machine: {before} before, {after} after; {spec.clock} clock, "
+          f"{spec.threads} thread(s) per run, "
           f"{args.rounds} alternated round(s), medians over iterations 2..{spec.iterations}")
     if args.json:
         figures.update(spec=vars(spec), load_before=before, load_after=after)
@@ -125,9 +129,10 @@ def techniques_mode(args: argparse.Namespace) -> None:
     from ppo_exp.bench import techniques
 
     before = load()
-    results = techniques.measure(rounds=args.rounds, threads=args.threads)
+    results = techniques.measure(rounds=args.rounds, threads=args.threads, clock=args.clock)
     print(techniques.table(results))
-    print(f"machine: {before} before, {load()} after; {args.threads} thread(s), "
+    print(f"machine: {before} before, {load()} after; {args.clock} clock, "
+          f"{args.threads} thread(s), "
           f"{args.rounds} alternated round(s), medians")
     if args.json:
         args.json.write_text(json.dumps({"mode": "techniques", "results": results}, indent=1))

@@ -2,8 +2,11 @@
 
 Every wrapper adds its name to a path ("update/backward"), so the same callable is told
 apart by where it ran (the policy forward inside `generate` is not a scoring forward).
-Timings are wall-clock (`time.perf_counter`): on CPU every torch op is synchronous, so
-the time spent in a call is the time its kernels took.
+Timings are wall-clock (`time.perf_counter`) or, with `clock="cpu"`, this process's CPU
+time (`time.process_time`): on CPU every torch op is synchronous, so the time spent in a
+call is the time its kernels took; CPU time leaves out the time other processes held
+the cores, which makes figures taken on a loaded machine comparable (with one thread
+per run; with several it adds the threads' times up).
 """
 
 from __future__ import annotations
@@ -65,7 +68,11 @@ def to_phases(timed: dict[str, float], wall: float, mapping: dict[str, str]) -> 
 class PhaseClock:
     """Accumulates seconds per call path, e.g. {"rollout/generate": 0.8, "update": 2.1}."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: str = "wall") -> None:
+        """`clock`: "wall" (time.perf_counter) or "cpu" (this process's CPU time)."""
+        if clock not in ("wall", "cpu"):
+            raise ValueError(f"invalid clock={clock!r}; accepted: 'wall' | 'cpu'")
+        self.now = time.process_time if clock == "cpu" else time.perf_counter
         self.seconds: dict[str, float] = defaultdict(float)
         self.calls: dict[str, int] = defaultdict(int)
         self._path: list[str] = []
@@ -76,11 +83,11 @@ class PhaseClock:
         def timed(*args: Any, **kwargs: Any) -> Any:
             self._path.append(name)
             key = "/".join(self._path)
-            started = time.perf_counter()
+            started = self.now()
             try:
                 return fn(*args, **kwargs)
             finally:
-                self.seconds[key] += time.perf_counter() - started
+                self.seconds[key] += self.now() - started
                 self.calls[key] += 1
                 self._path.pop()
 

@@ -70,9 +70,9 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
     trainer = trainer_module.PPOTrainer(cfg)
     init_s = time.perf_counter() - t0
 
-    clock = PhaseClock()
+    clock = PhaseClock(spec.get("clock", "wall"))
     iterations: list[dict[str, Any]] = []
-    boundary = [time.perf_counter()]
+    boundary = [clock.now()]
 
     class Timed:
         """Tracker: its log call ends an iteration; logging itself is a timed phase."""
@@ -83,7 +83,7 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
         def log_metrics(self, metrics: dict[str, float], step: int) -> None:
             if self.inner is not None:
                 clock.wrap("logging", self.inner.log_metrics)(metrics, step)
-            now = time.perf_counter()
+            now = clock.now()
             phases = clock.take()
             if step > 0:
                 wall = now - boundary[0] - phases.get("eval", 0.0)
@@ -145,7 +145,7 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
             cfg.mlflow.tracking_uri = f"sqlite:///{workdir}/mlflow.db"
             tracker = stack.enter_context(tracking.start_run(cfg, OmegaConf.structured(cfg)))
             harness_s += time.perf_counter() - t0
-        boundary[0] = time.perf_counter()
+        boundary[0] = clock.now()
         trainer.train([Timed(tracker)])
         t0 = time.perf_counter()
     harness_s += time.perf_counter() - t0  # closing the MLflow run

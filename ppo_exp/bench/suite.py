@@ -42,6 +42,7 @@ class Spec:
     eval_prompts: int = 128  # ppo_exp's held-out eval at step 0 (part of its peak RSS)
     fused: bool = False  # the floor's AdamW(fused=True)
     mlflow: bool = True  # ppo_exp logs to a scratch MLflow store, as a real run does
+    clock: str = "wall"  # "wall", or "cpu": process CPU time, for a loaded machine
     config: dict[str, Any] = field(default_factory=dict)  # extra PPOConfig keys for ppo_exp
 
 

@@ -90,18 +90,22 @@ VARIANTS: dict[str, Callable] = {
 }
 
 
-def measure(*, rounds: int, threads: int, **config) -> dict[str, dict[str, float]]:
+def measure(
+    *, rounds: int, threads: int, clock: str = "wall", **config
+) -> dict[str, dict[str, float]]:
     """Median seconds of one rollout and of one update, per variant.
 
     Args:
         rounds: alternated rounds over the variants.
         threads: torch threads.
+        clock: "wall", or "cpu" (this process's CPU time, for a loaded machine).
         config: PPOConfig keys changed from the defaults (the smoke test's tiny shapes).
     """
     from ppo_exp.config import PPOConfig
     from ppo_exp.ppo.trainer import PPOTrainer
 
     torch.set_num_threads(threads)
+    now = time.process_time if clock == "cpu" else time.perf_counter
     trainer = PPOTrainer(PPOConfig(**{"eval_prompts": 8, **config}))
     prompts = trainer.train_prompts[: trainer.cfg.batch_size]
     rollout = trainer.rollout(prompts)
@@ -111,11 +115,11 @@ def measure(*, rounds: int, threads: int, **config) -> dict[str, dict[str, float
         for name, variant in VARIANTS.items():
             with variant(trainer):
                 torch.manual_seed(0)
-                started = time.perf_counter()
+                started = now()
                 trainer.rollout(prompts)
-                middle = time.perf_counter()
+                middle = now()
                 trainer.update(rollout, advantages, returns)
-                ended = time.perf_counter()
+                ended = now()
             times[name]["rollout"].append(middle - started)
             times[name]["update"].append(ended - middle)
     return {name: {part: statistics.median(values) for part, values in parts.items()}

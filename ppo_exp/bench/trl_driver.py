@@ -97,13 +97,13 @@ def run(spec: dict) -> dict:
     )
     init_s = time.perf_counter() - t0
 
-    clock = PhaseClock()
+    clock = PhaseClock(spec.get("clock", "wall"))
     iterations: list[dict] = []
-    boundary = [time.perf_counter()]
+    boundary = [clock.now()]
 
     class Boundary(TrainerCallback):
         def on_step_end(self, args, state, control, **kwargs):
-            now = time.perf_counter()
+            now = clock.now()
             wall = now - boundary[0]
             iterations.append(
                 {
@@ -143,7 +143,7 @@ def run(spec: dict) -> dict:
         patched(optimizer, "step", clock.wrap("update_step", optimizer.step)),
         patched(trainer, "log", clock.wrap("logging", trainer.log)),
     ):
-        boundary[0] = time.perf_counter()
+        boundary[0] = clock.now()
         trainer.train()
     return {
         "system": "trl",

@@ -15,7 +15,7 @@ import time
 
 import hydra
 from hydra.errors import HydraException
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from ppo_exp.checks import refuse
@@ -37,6 +37,8 @@ def validated(cfg: DictConfig) -> PPOConfig:
         preflight(ppo_cfg)
         return ppo_cfg
     except ConfigError as error:
+        if OmegaConf.select(cfg, "optuna.study"):
+            raise  # a study's sampled values: this trial fails with the reason, not the study
         raise refuse(error, PPOConfig) from None
 
 

@@ -520,7 +520,11 @@ def test_nan_objectives_fail_trials_until_the_failure_budget_is_spent(wd):
     nan = ["eval_prompts=1"]
     # Under the budget (default 5), the study goes through all its trials.
     result = wd.run(*nan, "hydra.sweeper.n_trials=2", study="nan_std")
-    assert result.returncode == 0, result.stderr[-3000:]
+    # ...and, every trial having failed, exits non-zero with its parent run FAILED.
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert "error: study nan_std: all 2 trials failed" in result.stderr
+    (parent,) = wd.runs("study")
+    assert parent.info.status == "FAILED"
     trials = wd.trials("nan_std")
     assert states(trials) == ["FAIL", "FAIL"]
     for trial in trials:
@@ -575,3 +579,25 @@ def test_importances_skip_an_evaluator_that_cannot_rank_equal_trials():
 
     scores = importances(study)
     assert "fanova" not in scores
+
+
+@pytest.mark.slow
+def test_a_refused_sampled_combination_fails_its_trial_not_the_study(wd):
+    # Each value alone passes the up-front check (batch_size=6 with num_minibatches=2;
+    # num_minibatches=4 with batch_size=8); together they are refused by the job itself.
+    write_study(
+        wd, "combo",
+        params={"batch_size": {"type": "categorical", "choices": [6]},
+                "num_minibatches": {"type": "categorical", "choices": [4]},
+                "ppo_epochs": {"type": "int", "low": 1, "high": 2}},  # TINY sets its range
+        pruner={"name": "none"},
+    )
+    result = wd.run("hydra.sweeper.n_trials=2", study="combo")
+    assert "Traceback" not in result.stderr
+    assert result.returncode == 1  # every trial failed: the study says so
+    assert "error: study combo: all 2 trials failed" in result.stderr
+    trials = wd.trials("combo")
+    assert states(trials) == ["FAIL", "FAIL"]  # the study went on after the first
+    reason = by_number(trials)[0].user_attrs["fail_reason"]
+    assert "num_minibatches=4" in reason and "batch_size=6" in reason
+    assert all(run.info.status == "FAILED" for run in trial_runs_by_number(wd).values())

@@ -75,12 +75,14 @@ def _local_file(url: str) -> Path | None:
 def budget_lock(url: str | None, study_name: str) -> Iterator[None]:
     """Hold a lock shared by every worker of `study_name` on the storage at `url`.
 
-    Local files take an flock on a sibling `.lock` file; PostgreSQL and MySQL take a
+    Local files take an flock on a sibling `.budget.lock` file (never `<journal>.lock`,
+    which Optuna's journal storage takes for every write: sharing it made each write wait
+    30 s and break the lock); PostgreSQL and MySQL take a
     server-side advisory lock, so workers on different machines exclude each other too.
     """
     url = url or DEFAULT_STORAGE
     if path := _local_file(url):
-        lock_path = path.with_name(path.name + ".lock")
+        lock_path = path.with_name(path.name + ".budget.lock")
         with open(lock_path, "a") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
             try:

@@ -33,6 +33,7 @@ from optuna.trial import TrialState
 
 from ppo_exp.checks import mask, refuse
 from ppo_exp.config import ConfigError, PPOConfig
+from ppo_exp.ppo.guards import TrainingFault
 from ppo_exp.study import report, runs
 from ppo_exp.study.algorithms import PRUNERS, SAMPLERS, build
 from ppo_exp.study.checks import validate_study
@@ -116,6 +117,12 @@ class StudySweeper(Sweeper):
             runs.end_parent_run(self.parent_run_id, failed=f"{type(error).__name__}: {error}")
             raise
         self._wait_for_other_workers(study)
+        trials = study.get_trials(deepcopy=False)
+        if trials and all(t.state == TrialState.FAIL for t in trials):
+            reason = f"study {s.study_name}: all {len(trials)} trials failed; see each " \
+                "trial's fail_reason (optuna) or ppo_exp.error tag (MLflow)"
+            runs.end_parent_run(self.parent_run_id, failed=reason)
+            raise TrainingFault(reason)
         with budget_lock(s.storage, s.study_name):  # workers finishing together: one report
             report.finish(study, self.parent_run_id, list(s.objectives))
         return study.trials

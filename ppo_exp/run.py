@@ -35,6 +35,10 @@ def validated(cfg: DictConfig) -> PPOConfig:
     try:
         ppo_cfg = to_config(cfg)
         preflight(ppo_cfg)
+        # Model and data: positions, devices, LoRA targets (imports torch, loads no weights).
+        from ppo_exp import model_checks
+
+        model_checks.check(ppo_cfg)
         return ppo_cfg
     except ConfigError as error:
         if OmegaConf.select(cfg, "optuna.study"):

@@ -104,7 +104,7 @@ def test_checkpoint_sampling_extras_are_ignored(checkpoints):
     # min_new_tokens=6 and top_k=20: none of it may reach sampling.
     trainer = PPOTrainer(config(checkpoints["qwen2-fp32"], ppo_epochs=1, num_minibatches=1))
     tok = trainer.tokenizer
-    enc = tok(trainer.train_prompts[:8], return_tensors="pt", padding=True)
+    enc = tok([p.text for p in trainer.train_prompts[:8]], return_tensors="pt", padding=True)
     out = trainer.model.policy.generate(
         **enc, output_scores=True, output_logits=True, return_dict_in_generate=True
     )

@@ -23,19 +23,19 @@ import torch
 from tqdm.auto import tqdm
 from transformers import set_seed
 
+from ppo_exp import model_checks
 from ppo_exp.config import PPOConfig
+from ppo_exp.data import Prompt, load_prompts
 from ppo_exp.ppo import control, guards, losses
 from ppo_exp.ppo.gae import compute_gae
 from ppo_exp.ppo.hardware import autocast, resolve_device, resolve_dtype
 from ppo_exp.ppo.loading import build_models, policy_path
 from ppo_exp.ppo.models import position_ids_for
 from ppo_exp.task.base_model import load_tokenizer
-from ppo_exp.task.prompts import make_prompts
-from ppo_exp.task.rewards import Scorer, build_reward
+from ppo_exp.task.rewards import Scorer, build_reward, chat_tokenizer, full_texts
 
 log = logging.getLogger("ppo_exp")
 
-TRAIN_PROMPTS = 2048  # distinct training prompts drawn from the review grammar
 SAMPLES_LOGGED = 16  # rows of the sample-generations table
 
 
@@ -76,9 +76,15 @@ class PPOTrainer:
     def __init__(self, cfg: PPOConfig):
         self.cfg = cfg
         set_seed(cfg.seed)  # python, numpy and torch
+        model_checks.check(cfg)  # paths, positions, devices, LoRA targets: before any weights
         self.device = resolve_device(cfg.model.device)
         self.dtype = resolve_dtype(cfg.model.dtype, self.device)
         self.tokenizer = load_tokenizer(policy_path(cfg))
+        self.prompts = load_prompts(
+            cfg.data, self.tokenizer, seed=cfg.seed, eval_prompts=cfg.eval_prompts
+        )
+        model_checks.check_fits(cfg, self.prompts.longest)
+        self.train_prompts, self.eval_prompts = self.prompts.train, self.prompts.eval
         models = build_models(cfg, self.tokenizer, device=self.device, dtype=self.dtype)
         self.model, self.ref = models.actor_critic, models.reference
         self.stop_ids = torch.tensor(models.stop_token_ids, device=self.device)
@@ -107,24 +113,27 @@ class PPOTrainer:
             self.optimizer, lambda step: lr_factor(step, cfg.iterations, decay=cfg.lr_decay)
         )
         self.scorer: Scorer = build_reward(cfg.reward, device=self.device, dtype=self.dtype)
+        self.reward_chat = chat_tokenizer(cfg.reward)  # its template formats reward.text=full
         self.kl_coef = cfg.kl_coef
         self.iteration = 0  # the PPO iteration running, named by a numeric fault
         self.divergence_streak = 0  # iterations in a row with approx-KL beyond its bound
-        self.train_prompts = make_prompts(TRAIN_PROMPTS, split="train")
-        self.eval_prompts = make_prompts(cfg.eval_prompts, split="eval")
         self.prompt_rng = torch.Generator().manual_seed(cfg.seed)
 
     # -- 1-2. rollout and score --------------------------------------------------------
 
-    def rollout(self, prompts: list[str]) -> Rollout:
+    def rollout(self, prompts: list[Prompt]) -> Rollout:
         """Sample and score responses to `prompts`; tensors autograd may read."""
         sampled = self.sample(prompts)
         return Rollout(*(x.clone() if torch.is_tensor(x) else x for x in sampled))
 
     @torch.inference_mode()
-    def sample(self, prompts: list[str]) -> Rollout:
+    def sample(self, prompts: list[Prompt]) -> Rollout:
         cfg, tok = self.cfg, self.tokenizer
-        enc = tok(prompts, return_tensors="pt", padding=True).to(self.device)
+        prompt_texts = [p.text for p in prompts]  # a chat template holds its special tokens
+        enc = tok(
+            prompt_texts, return_tensors="pt", padding=True,
+            add_special_tokens=not self.prompts.templated,
+        ).to(self.device)
         prompt_len = enc.input_ids.shape[1]
         # Plain sampling at `temperature`, stopping at any stop token: the policy's
         # generation_config is ours alone (loading.sampling_config), never the checkpoint's.
@@ -163,11 +172,10 @@ class PPOTrainer:
         )
 
         texts = tok.batch_decode(response, skip_special_tokens=True)
-        scored = (
-            texts
-            if cfg.reward.text == "response"
-            else [p + t for p, t in zip(prompts, texts, strict=True)]
-        )
+        scored = texts
+        if cfg.reward.text == "full":
+            chats = [p.chat for p in prompts]
+            scored = full_texts(prompt_texts, chats, texts, self.reward_chat)
         raw_scores = self.scorer(scored).to(self.device, torch.float32)
         scores = raw_scores
         if cfg.missing_eos_penalty is not None:
@@ -363,11 +371,20 @@ class PPOTrainer:
         metrics["eval/score"] = metrics["eval/reward_mean"] - self.cfg.kl_coef * metrics["eval/kl"]
         return metrics
 
-    def samples_table(self, prompts: list[str], rollout: Rollout) -> pd.DataFrame:
+    def data_metrics(self) -> dict[str, float]:
+        """How many prompts the run has, and how many the length filter dropped."""
+        return {
+            "data/prompts_train": len({p.text for p in self.train_prompts}),
+            "data/prompts_eval": len({p.text for p in self.eval_prompts}),
+            "data/prompts_dropped": self.prompts.dropped,
+            "data/prompt_tokens_max": self.prompts.longest,
+        }
+
+    def samples_table(self, prompts: list[Prompt], rollout: Rollout) -> pd.DataFrame:
         n = min(SAMPLES_LOGGED, len(prompts))
         return pd.DataFrame(
             {
-                "prompt": prompts[:n],
+                "prompt": [p.text for p in prompts[:n]],  # as the model saw it
                 "response": rollout.texts[:n],
                 "score": rollout.scores[:n].tolist(),
             }
@@ -386,7 +403,7 @@ class PPOTrainer:
                 tracker.log_metrics(metrics, step)
 
         eval_metrics = self.evaluate()  # step 0: the base model
-        emit(eval_metrics, 0)
+        emit({**eval_metrics, **self.data_metrics()}, 0)
         eval_scores: list[float] = []  # held-out score at each eval after step 0
         eval_rewards: list[float] = []  # and held-out reward
         bar = tqdm(range(1, cfg.iterations + 1), desc="PPO", unit="it", dynamic_ncols=True)

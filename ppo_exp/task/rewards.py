@@ -206,3 +206,45 @@ def _max_length(tokenizer, model) -> int | None:
     # Tokenizers without a configured limit report a huge sentinel (int(1e30)).
     limits = [n for n in limits if isinstance(n, int) and 0 < n < 1_000_000]
     return min(limits) if limits else None
+
+
+# --- what is scored ----------------------------------------------------------------------
+
+
+def chat_tokenizer(cfg: RewardConfig):
+    """The classifier's tokenizer when it has a chat template and prompts are scored too.
+
+    Returns:
+        The tokenizer whose template `full_texts` applies, or None (plain concatenation).
+    """
+    if cfg.kind != "classifier" or cfg.text != "full":
+        return None
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(cfg.path)
+    return tokenizer if getattr(tokenizer, "chat_template", None) else None
+
+
+def full_texts(
+    prompts: list[str], chats: list[tuple[dict, ...]], responses: list[str], tokenizer=None
+) -> list[str]:
+    """Prompt + response as the reward model reads them (`reward.text=full`).
+
+    Args:
+        prompts: the prompts as the policy saw them.
+        chats: the same prompts as conversations (for a reward model's chat template).
+        responses: the sampled responses.
+        tokenizer: the reward model's tokenizer with a chat template, or None.
+
+    Returns:
+        The conversation + assistant response in the reward model's own chat template,
+        or, without one, the prompt text followed by the response.
+    """
+    if tokenizer is None:
+        return [p + r for p, r in zip(prompts, responses, strict=True)]
+    return [
+        tokenizer.apply_chat_template(
+            [*chat, {"role": "assistant", "content": r}], tokenize=False
+        )
+        for chat, r in zip(chats, responses, strict=True)
+    ]

@@ -236,21 +236,7 @@ class PPOTrainer:
             order = torch.randperm(batch)
             for start in range(0, batch, minibatch):
                 i = order[start : start + minibatch]
-                # Gradient accumulation: each micro-batch's loss is a mean over its own
-                # tokens, weighted by its share of the minibatch's tokens, so the summed
-                # gradient (and every statistic) equals the whole minibatch's.
-                tokens = float(sum(lengths[row] for row in i.tolist()))
-                self.optimizer.zero_grad(set_to_none=True)
-                minibatch_stats: dict[str, float] = {}
-                for j in i.split(cfg.micro_batch_size or minibatch):
-                    rows = j.tolist()
-                    weight = float(sum(lengths[row] for row in rows)) / tokens if tokens else 1.0
-                    longest = max(lengths[row] for row in rows)
-                    mb = minibatch_of(rollout, advantages, returns, j, longest)
-                    loss, micro = self.loss(mb)
-                    self.scaler.scale(loss * weight).backward()
-                    for name, value in micro.items():
-                        minibatch_stats[name] = minibatch_stats.get(name, 0.0) + weight * value
+                minibatch_stats = self.gradients(rollout, i, advantages, returns, lengths)
                 # CleanRL's early stop, without its lag: this minibatch's approx-KL is
                 # measured after every earlier step, so its own step is skipped.
                 if control.stop_replay(minibatch_stats["policy/approx_kl"], cfg.target_kl):
@@ -293,6 +279,36 @@ class PPOTrainer:
                 hint="on_nonfinite=skip skips such minibatches; lower lr or set max_grad_norm",
             )
         return bad is not None
+
+    def gradients(
+        self,
+        rollout: Rollout,
+        rows: torch.Tensor,
+        advantages: torch.Tensor,
+        returns: torch.Tensor,
+        lengths: list[int] | None = None,
+    ) -> dict[str, float]:
+        """Fill `.grad` with the gradient of the PPO loss over `rows`; return its statistics.
+
+        Gradient accumulation over `micro_batch_size` rows at a time: each micro-batch's
+        loss is a mean over its own tokens, weighted by its share of the rows' tokens, so
+        the summed gradient (and every statistic) equals that of all rows in one pass.
+        Each micro-batch runs up to its own longest response (`lengths`, per rollout row).
+        """
+        if lengths is None:
+            lengths = rollout.mask.sum(1).long().tolist()
+        tokens = float(sum(lengths[row] for row in rows.tolist()))
+        self.optimizer.zero_grad(set_to_none=True)
+        stats: dict[str, float] = {}
+        for j in rows.split(self.cfg.micro_batch_size or len(rows)):
+            micro_rows = j.tolist()
+            weight = float(sum(lengths[row] for row in micro_rows)) / tokens if tokens else 1.0
+            longest = max(lengths[row] for row in micro_rows)
+            loss, micro = self.loss(minibatch_of(rollout, advantages, returns, j, longest))
+            self.scaler.scale(loss * weight).backward()
+            for name, value in micro.items():
+                stats[name] = stats.get(name, 0.0) + weight * value
+        return stats
 
     def loss(self, mb: Minibatch) -> tuple[torch.Tensor, dict[str, float]]:
         """PPO loss of some rollout rows (means over their tokens), and its statistics."""

@@ -32,6 +32,8 @@ METRICS = (
     *(f"eval/{m}" for m in ("reward_mean", "reward_std", "kl", "response_length")),
     "eval/penalized_reward_mean",
     *(f"eval/{m}" for m in ("score", "score_auc", "reward_auc")),
+    *(f"data/{m}" for m in ("prompts_train", "prompts_eval", "prompts_dropped")),
+    "data/prompt_tokens_max",
 )
 
 

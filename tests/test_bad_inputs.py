@@ -40,6 +40,7 @@ NOT_CALLABLE = 3
 STUDIES = {
     "bad_objective": "objectives: {eval/nope: maximize}",
     "bad_direction": "objectives: {eval/kl: upward}",
+    "no_objectives": "objectives: {}",
     "bad_enqueue": "enqueue: [{gamma: 2.0}]",
     "minibatch_range": "params: {num_minibatches: {type: int, low: 1, high: 8}}",
     "float_range": "params: {gamma: {type: float, low: 0.5, high: 1.5}}",
@@ -60,6 +61,8 @@ def study_yaml(name: str, body: str) -> str:
     lines = ["defaults: [/study_base]", "hydra:", "  sweeper:", f"    study_name: {name}"]
     if not body.startswith("params"):
         lines.append(f"    {GAMMA_SPACE}")
+    if not body.startswith("objectives"):
+        lines.append("    objectives: {eval/score_auc: maximize}")
     return "\n".join([*lines, f"    {body}", ""])
 
 
@@ -178,6 +181,7 @@ ROWS: list[tuple[list[str], list[str]]] = [
     # -- study files
     ([*STUDY[:1], "study=bad_objective"], [f"{S}objectives='eval/nope'", "eval/score"]),
     ([*STUDY[:1], "study=bad_direction"], [f"{S}objectives.eval/kl='upward'"]),
+    ([*STUDY[:1], "study=no_objectives"], [f"{S}objectives={{}}", "one or two metrics"]),
     ([*STUDY[:1], "study=bad_enqueue"], [f"{S}enqueue[0]", "gamma=2.0"]),
     ([*STUDY[:1], "study=minibatch_range"], ["params.num_minibatches", "num_minibatches=3"]),
     ([*STUDY[:1], "study=float_range"], [f"{S}params.gamma", "gamma=1.5"]),

@@ -10,9 +10,10 @@ import pandas as pd
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
+from ppo_exp.config import PPOConfig
+
 PARAM_PREFIX = "params."  # hyperparameter columns: config key = MLflow param = params.<key>
 SEED_PREFIX = "objective.seed_"  # per-seed objective columns of a trial: objective.seed_<s>
-DEFAULT_OBJECTIVE = "eval/score_auc"  # the default study objective (studies/core.yaml)
 # A run's MLflow status as a trial state: the sweeper ends pruned runs KILLED.
 STATE_OF_STATUS = {
     "FINISHED": "COMPLETE",
@@ -147,7 +148,7 @@ def _objective(parent: Run | None, runs: list[Run], objective: str | None) -> tu
     name = (
         objective
         or next(iter(declared), None)
-        or (configured.mode().iloc[0] if len(configured) else DEFAULT_OBJECTIVE)
+        or (configured.mode().iloc[0] if len(configured) else PPOConfig.objective)
     )
     return name, declared.get(name, "maximize")
 

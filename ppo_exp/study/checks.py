@@ -69,6 +69,10 @@ def validate_study(
         f"seconds > heartbeat_interval={s.heartbeat_interval} (else workers fail each "
         "other's live trials)",
     )
+    _check(
+        bool(s.objectives), "objectives", s.objectives,
+        "one or two metrics, each maximize | minimize, e.g. {eval/score_auc: maximize}",
+    )
     for metric, direction in s.objectives.items():
         accepted = "metrics the trainer logs: " + ", ".join(METRICS)
         _check(metric in METRICS, "objectives", metric, accepted)

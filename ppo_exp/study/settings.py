@@ -12,8 +12,6 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf
 
-DEFAULT_OBJECTIVES = {"eval/score_auc": "maximize"}
-
 
 @dataclass
 class StudySweeperConf:
@@ -24,8 +22,8 @@ class StudySweeperConf:
     storage: str | None = None  # null = sqlite:///optuna.db; postgresql://...; journal:FILE
     n_trials: int = 20  # total trials of the study, over all launches and workers
     seeds: list[int] = field(default_factory=lambda: [0])  # one training run per seed
-    # metric -> maximize | minimize (two = a Pareto front); empty = DEFAULT_OBJECTIVES.
-    # (Empty by default because Hydra merges a study file's mapping into this default.)
+    # metric -> maximize | minimize (two = a Pareto front); every study file names its own.
+    # (No default: Hydra would merge a study file's mapping into it.)
     objectives: dict[str, str] = field(default_factory=dict)
     sampler: dict[str, Any] = field(default_factory=lambda: {"name": "tpe", "seed": 0})
     pruner: dict[str, Any] = field(default_factory=lambda: {"name": "median"})

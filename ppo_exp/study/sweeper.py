@@ -37,7 +37,7 @@ from ppo_exp.ppo.guards import TrainingFault
 from ppo_exp.study import report, runs
 from ppo_exp.study.algorithms import PRUNERS, SAMPLERS, build
 from ppo_exp.study.checks import validate_study
-from ppo_exp.study.settings import DEFAULT_OBJECTIVES, StudySweeperConf, plain
+from ppo_exp.study.settings import StudySweeperConf, plain
 from ppo_exp.study.space import as_override, search_space
 from ppo_exp.study.storage import (
     Heartbeat,
@@ -48,10 +48,6 @@ from ppo_exp.study.storage import (
 )
 
 log = logging.getLogger("ppo_exp")
-# We drive heartbeats ourselves around ask/tell (Study.optimize cannot run Hydra jobs),
-# so Optuna's notes that heartbeats are experimental and meant for optimize() are noise.
-warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
 
 
 class StudySweeper(Sweeper):
@@ -61,8 +57,7 @@ class StudySweeper(Sweeper):
     tracks_its_own_parent_run = True
 
     def __init__(self, **settings: Any):
-        self.s = StudySweeperConf(**{k: plain(v) for k, v in settings.items()})
-        self.s.objectives = self.s.objectives or dict(DEFAULT_OBJECTIVES)
+        self.settings = StudySweeperConf(**{k: plain(v) for k, v in settings.items()})
         self.launcher = None
         self.stop = threading.Event()  # set when a slot fails: the others ask no more
 
@@ -77,39 +72,48 @@ class StudySweeper(Sweeper):
     # -- the study ----------------------------------------------------------------------
 
     def sweep(self, arguments: list[str]) -> list[optuna.trial.FrozenTrial]:
-        s = self.s
+        with warnings.catch_warnings():
+            # We drive heartbeats ourselves around ask/tell (Study.optimize cannot run Hydra
+            # jobs), so Optuna's notes that heartbeats are experimental and meant for
+            # optimize() are noise.
+            warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+            warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be")
+            return self._sweep(arguments)
+
+    def _sweep(self, arguments: list[str]) -> list[optuna.trial.FrozenTrial]:
+        settings = self.settings
         # The whole study is checked before any storage or tracking store is touched:
         # a refused study leaves no study row and no parent run behind.
         run_config = OmegaConf.masked_copy(self.config, [k for k in self.config if k != "hydra"])
         try:
-            validate_study(s, run_config, samplers=SAMPLERS, pruners=PRUNERS)
-            space = search_space(plain(s.params))
+            validate_study(settings, run_config, samplers=SAMPLERS, pruners=PRUNERS)
+            space = search_space(plain(settings.params))
             self._check_n_jobs()
         except ConfigError as error:
             raise refuse(error, PPOConfig) from None
         self.validate_batch_is_legal([arguments])
         # Workers starting together on a new storage would race to create its tables,
         # the study and the parent run: one at a time.
-        with budget_lock(s.storage, s.study_name):
+        with budget_lock(settings.storage, settings.study_name):
             self.storage = open_storage(
-                s.storage,
-                heartbeat_interval=s.heartbeat_interval,
-                grace_period=s.grace_period,
+                settings.storage,
+                heartbeat_interval=settings.heartbeat_interval,
+                grace_period=settings.grace_period,
                 stale_trial_callback=runs.fail_dead_trial_runs,
             )
             study = self._load_study(create=True)
-            study.set_metric_names(list(s.objectives))  # optuna-dashboard's axis labels
-            self.parent_run_id = runs.study_parent_run(study, self.config, s)
+            study.set_metric_names(list(settings.objectives))  # optuna-dashboard's axis labels
+            self.parent_run_id = runs.study_parent_run(study, self.config, settings)
             if not study.get_trials(deepcopy=False):  # a new study: queue its baselines
-                for params in s.enqueue:
+                for params in settings.enqueue:
                     study.enqueue_trial(params)
         log.info(
             "study %s: %d/%d trials so far, storage %s, %d in flight at once",
-            s.study_name,
+            settings.study_name,
             len(study.trials),
-            s.n_trials,
-            mask(s.storage or "sqlite:///optuna.db"),
-            s.n_jobs,
+            settings.n_trials,
+            mask(settings.storage or "sqlite:///optuna.db"),
+            settings.n_jobs,
         )
         try:
             self._run_slots(space, arguments)
@@ -119,16 +123,17 @@ class StudySweeper(Sweeper):
         self._wait_for_other_workers(study)
         trials = study.get_trials(deepcopy=False)
         if trials and all(t.state == TrialState.FAIL for t in trials):
-            reason = f"study {s.study_name}: all {len(trials)} trials failed; see each " \
+            reason = f"study {settings.study_name}: all {len(trials)} trials failed; see each " \
                 "trial's fail_reason (optuna) or ppo_exp.error tag (MLflow)"
             runs.end_parent_run(self.parent_run_id, failed=reason)
             raise TrainingFault(reason)
-        with budget_lock(s.storage, s.study_name):  # workers finishing together: one report
-            report.finish(study, self.parent_run_id, list(s.objectives))
+        # workers finishing together: one report
+        with budget_lock(settings.storage, settings.study_name):
+            report.finish(study, self.parent_run_id, list(settings.objectives))
         return study.trials
 
     def _check_n_jobs(self) -> None:
-        n_jobs = self.s.n_jobs
+        n_jobs = self.settings.n_jobs
         if not isinstance(n_jobs, int) or n_jobs < 1:
             raise ConfigError("hydra.sweeper.n_jobs", n_jobs, "an integer >= 1")
         if n_jobs > 1 and isinstance(self.launcher, BasicLauncher):
@@ -141,23 +146,23 @@ class StudySweeper(Sweeper):
 
     def _load_study(self, *, create: bool = False) -> optuna.Study:
         """The study, as a Study object of its own (each slot samples with its own sampler)."""
-        s = self.s
+        settings = self.settings
         open_study = optuna.create_study if create else optuna.load_study
-        kwargs = {"directions": list(s.objectives.values()), "load_if_exists": True}
+        kwargs = {"directions": list(settings.objectives.values()), "load_if_exists": True}
         return open_study(
-            study_name=s.study_name,
+            study_name=settings.study_name,
             storage=self.storage,
-            pruner=build(PRUNERS, s.pruner, "pruner"),
+            pruner=build(PRUNERS, settings.pruner, "pruner"),
             **(kwargs if create else {}),
         )
 
     def _run_slots(self, space: dict, arguments: list[str]) -> None:
         """Run `n_jobs` slots, each running trials one after another, until the budget."""
-        if self.s.n_jobs == 1:  # in this thread: Ctrl-C reaches the running job directly
+        if self.settings.n_jobs == 1:  # in this thread: Ctrl-C reaches the running job directly
             self._slot(space, arguments)
             return
-        with ThreadPoolExecutor(self.s.n_jobs, thread_name_prefix="trial-slot") as pool:
-            slots = [pool.submit(self._slot, space, arguments) for _ in range(self.s.n_jobs)]
+        with ThreadPoolExecutor(self.settings.n_jobs, thread_name_prefix="trial-slot") as pool:
+            slots = [pool.submit(self._slot, space, arguments) for _ in range(self.settings.n_jobs)]
             for slot in slots:  # the first error, once every slot has stopped
                 slot.exception()
             for slot in slots:
@@ -165,7 +170,7 @@ class StudySweeper(Sweeper):
 
     def _slot(self, space: dict, arguments: list[str]) -> None:
         """Ask, run and tell trials until the study has `n_trials` of them."""
-        s = self.s
+        settings = self.settings
         study = self._load_study()
         try:
             while not self.stop.is_set():
@@ -175,10 +180,10 @@ class StudySweeper(Sweeper):
                     return
                 self._run_trial(study, trial, arguments, started)
                 failed = len(study.get_trials(deepcopy=False, states=(TrialState.FAIL,)))
-                if failed >= s.max_failures:
+                if failed >= settings.max_failures:
                     raise RuntimeError(
-                        f"study {s.study_name}: {failed} trials failed, the failure budget "
-                        f"hydra.sweeper.max_failures={s.max_failures} is spent; see each "
+                        f"study {settings.study_name}: {failed} trials failed, the failure budget "
+                        f"hydra.sweeper.max_failures={settings.max_failures} is spent; see each "
                         "trial's fail_reason (optuna) or ppo_exp.error tag (MLflow)"
                     )
         except BaseException:
@@ -187,12 +192,12 @@ class StudySweeper(Sweeper):
 
     def _ask(self, study: optuna.Study, space: dict) -> optuna.Trial | None:
         """The next trial, or None once the study has `n_trials` (counted over all workers)."""
-        s = self.s
-        with budget_lock(s.storage, s.study_name):
+        settings = self.settings
+        with budget_lock(settings.storage, settings.study_name):
             fail_stale_trials(study, self.storage)
             trials = study.get_trials(deepcopy=False)
             waiting = any(t.state == TrialState.WAITING for t in trials)
-            if len(trials) >= s.n_trials and not waiting:
+            if len(trials) >= settings.n_trials and not waiting:
                 return None
             # Seeded by the trial count, not once per launch: a relaunch or a second
             # worker must not replay the first trials' values, and one worker stays
@@ -201,7 +206,7 @@ class StudySweeper(Sweeper):
             return study.ask(space)
 
     def _sampler(self, n_trials_so_far: int) -> optuna.samplers.BaseSampler:
-        spec = dict(plain(self.s.sampler))
+        spec = dict(plain(self.settings.sampler))
         # QMC's scrambling must stay fixed for its sequence to stay low-discrepancy.
         if spec.get("seed") is not None and spec.get("name") != "qmc":
             spec["seed"] = spec["seed"] + n_trials_so_far
@@ -211,15 +216,15 @@ class StudySweeper(Sweeper):
         """The last trials may still run in other workers: wait, failing any that died."""
         while study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             fail_stale_trials(study, self.storage)
-            time.sleep(min(5, self.s.heartbeat_interval))
+            time.sleep(min(5, self.settings.heartbeat_interval))
 
     # -- one trial: every seed, then tell Optuna and MLflow --------------------------------
 
     def _run_trial(
         self, study: optuna.Study, trial: optuna.Trial, arguments: list[str], started: float
     ) -> None:
-        s, metrics = self.s, list(self.s.objectives)
-        run_id = runs.start_trial_run(self.parent_run_id, trial, s.study_name)
+        settings, metrics = self.settings, list(self.settings.objectives)
+        run_id = runs.start_trial_run(self.parent_run_id, trial, settings.study_name)
         trial.set_user_attr(runs.TRIAL_RUN_ATTR, run_id)  # lets a stale-trial callback find it
         jobs = [
             [
@@ -229,12 +234,12 @@ class StudySweeper(Sweeper):
                 f"objective={metrics[0]}",
                 *self._trial_node(trial, run_id, seed_index=k),
             ]
-            for k, seed in enumerate(s.seeds)
+            for k, seed in enumerate(settings.seeds)
         ]
         outcomes: list[Outcome] = []
-        with Heartbeat(self.storage, trial._trial_id, s.heartbeat_interval):
+        with Heartbeat(self.storage, trial._trial_id, settings.heartbeat_interval):
             try:
-                outcomes = self._launch(jobs, first_job=trial.number * len(s.seeds))
+                outcomes = self._launch(jobs, first_job=trial.number * len(settings.seeds))
             except Exception as error:  # the launcher lost its jobs (a worker was killed)
                 # The trial stays RUNNING and stops beating: once its grace period is
                 # over, this or any worker fails it (and its runs) like a dead worker's.
@@ -248,7 +253,7 @@ class StudySweeper(Sweeper):
                 state, reason = outcome.state, outcome.reason
                 break
         values = [sum(col) / len(col) for col in zip(*per_seed, strict=True)] if per_seed else []
-        trial.set_user_attr("seeds", list(s.seeds[: len(per_seed)]))
+        trial.set_user_attr("seeds", list(settings.seeds[: len(per_seed)]))
         trial.set_user_attr("seed_values", per_seed)
         trial.set_user_attr("train_seconds", sum(o.train_seconds for o in outcomes))
         trial.set_user_attr("wall_seconds", time.perf_counter() - started)
@@ -259,14 +264,14 @@ class StudySweeper(Sweeper):
         else:
             study.tell(trial, state=state)
         log.info("trial %d %s %s", trial.number, state.name, reason or values)
-        runs.end_trial_run(run_id, state, metrics, values, per_seed, s.seeds, reason)
+        runs.end_trial_run(run_id, state, metrics, values, per_seed, settings.seeds, reason)
 
     def _trial_node(self, trial: optuna.Trial, run_id: str, *, seed_index: int) -> list[str]:
         """The `optuna` config node that tells a job its trial (ppo_exp.config.TrialConfig)."""
-        objectives = ",".join(_quoted(m) for m in self.s.objectives)
+        objectives = ",".join(_quoted(m) for m in self.settings.objectives)
         return [
-            f"optuna.study={_quoted(self.s.study_name)}",
-            f"optuna.storage={_quoted(absolute_url(self.s.storage))}",
+            f"optuna.study={_quoted(self.settings.study_name)}",
+            f"optuna.storage={_quoted(absolute_url(self.settings.storage))}",
             f"optuna.trial={trial.number}",
             f"optuna.trial_id={trial._trial_id}",
             f"optuna.seed_index={seed_index}",
@@ -282,9 +287,10 @@ class StudySweeper(Sweeper):
         """
         if not isinstance(self.launcher, BasicLauncher):
             returns = self.launcher.launch(jobs, initial_job_idx=first_job)
-            return [_outcome(job, seed) for job, seed in zip(returns, self.s.seeds, strict=True)]
+            seeds = self.settings.seeds
+            return [_outcome(job, seed) for job, seed in zip(returns, seeds, strict=True)]
         outcomes = []
-        for k, (overrides, seed) in enumerate(zip(jobs, self.s.seeds, strict=True)):
+        for k, (overrides, seed) in enumerate(zip(jobs, self.settings.seeds, strict=True)):
             (job,) = self.launcher.launch([overrides], initial_job_idx=first_job + k)
             outcomes.append(_outcome(job, seed))
             if outcomes[-1].state != TrialState.COMPLETE:

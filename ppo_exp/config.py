@@ -102,9 +102,22 @@ class RewardConfig:
     path: str | None = None  # kind=classifier: HF sequence-classification dir or hub id
     label: int = 1  # kind=classifier: index of the class whose logit is the score
     text: str = "response"  # what is scored: "response", or "full" (prompt + response)
+    # A second scorer, never trained on: measured on the held-out prompts at every eval
+    # as `eval/gold_mean` (e.g. VADER while PPO trains on a learned proxy); null = none.
+    # Any scorer the reward group accepts: `+reward@reward.gold=vader`.
+    gold: GoldConfig | None = None
 
     def __post_init__(self) -> None:
         validate_reward(self)
+
+
+@dataclass
+class GoldConfig(RewardConfig):
+    """`reward.gold`: the same settings as `reward` (errors name `reward.gold.*`)."""
+
+    def __post_init__(self) -> None:
+        validate_reward(self, "reward.gold")
+        _check(self.gold is None, "reward.gold.gold", self.gold, "null: a gold has no gold")
 
 
 @dataclass
@@ -291,24 +304,27 @@ def validate(cfg: PPOConfig) -> None:
     )
 
 
-def validate_reward(cfg: RewardConfig) -> None:
-    """Raise `ConfigError` for a reward setting out of range (on every RewardConfig)."""
-    _check(cfg.kind in REWARD_KINDS, "reward.kind", cfg.kind, " | ".join(REWARD_KINDS))
+def validate_reward(cfg: RewardConfig, prefix: str = "reward") -> None:
+    """Raise `ConfigError` for a reward setting out of range (on every RewardConfig).
+
+    `prefix` names the section in the message: "reward", or "reward.gold".
+    """
+    _check(cfg.kind in REWARD_KINDS, f"{prefix}.kind", cfg.kind, " | ".join(REWARD_KINDS))
     _check(
         cfg.kind != "function" or (cfg.function or "").count(":") == 1,
-        "reward.function",
+        f"{prefix}.function",
         cfg.function,
         "'module:function' when reward.kind=function",
     )
     _check(
         cfg.kind != "classifier" or bool(cfg.path),
-        "reward.path",
+        f"{prefix}.path",
         cfg.path,
         "a model dir or hub id when reward.kind=classifier",
     )
     _check(
         cfg.text in ("response", "full"),
-        "reward.text",
+        f"{prefix}.text",
         cfg.text,
         "'response' or 'full'",
     )
@@ -366,12 +382,18 @@ def mlflow_params(cfg: PPOConfig) -> dict[str, object]:
     """The flat settings logged as MLflow params: top-level scalars, plus model and reward names."""
     params = {f.name: getattr(cfg, f.name) for f in fields(cfg) if f.name not in _SECTIONS}
     params["model"] = cfg.model.name or cfg.model.path
-    params["reward"] = cfg.reward.name or cfg.reward.function or cfg.reward.path
+    params["reward"] = _reward_name(cfg.reward)
+    if cfg.reward.gold is not None:
+        params["gold"] = _reward_name(cfg.reward.gold)
     params["data"] = cfg.data.name or cfg.data.path
     return params
 
 
 _SECTIONS = ("model", "data", "reward", "mlflow", "optuna", "threads")  # not hyperparameters
+
+
+def _reward_name(reward: RewardConfig) -> str | None:
+    return reward.name or reward.function or reward.path
 
 
 def to_config(cfg: DictConfig) -> PPOConfig:

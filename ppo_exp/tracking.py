@@ -122,17 +122,22 @@ def start_run(
     *,
     name: str | None = None,
     parent_run_id: str | None = None,
+    kind: str = "run",
+    params: dict[str, object] | None = None,
 ) -> Iterator[MlflowTracker]:
     """Open the job's MLflow run with its params, tags and config, and close it.
 
     The run is a child of `parent_run_id` (a study's trial run), else of its sweep's
-    parent run, if any. A job that raises leaves its run FAILED, with the error in the
+    parent run, if any. `kind` is the tag `ppo_exp.kind` ("run" for PPO training,
+    "reward_model" for `python -m ppo_exp.reward_model`); `params` replaces the PPO
+    hyperparameters as the logged params (any config with an `mlflow` section may then
+    be passed as `cfg`). A job that raises leaves its run FAILED, with the error in the
     tag `ppo_exp.error` and the traceback in the artifact `error.txt`.
     """
     experiment_id = configure(cfg.mlflow)
     close_stale_runs(experiment_id)  # runs left RUNNING by a killed process
     overrides = [mask(o) for o in job_overrides()]  # no password reaches a name or a tag
-    all_tags = {"ppo_exp.kind": "run", "ppo_exp.overrides": " ".join(overrides)}
+    all_tags = {"ppo_exp.kind": kind, "ppo_exp.overrides": " ".join(overrides)}
     if HydraConfig.initialized():
         all_tags["ppo_exp.output_dir"] = HydraConfig.get().runtime.output_dir
     if parent := parent_run_id or sweep_parent_run_id(experiment_id):
@@ -141,7 +146,7 @@ def start_run(
         mlflow.start_run(run_name=name or run_name(overrides), tags=all_tags) as run,
         Heartbeat(run.info.run_id),
     ):
-        mlflow.log_params(mask_secrets(mlflow_params(cfg)))
+        mlflow.log_params(mask_secrets(mlflow_params(cfg) if params is None else params))
         mlflow.log_dict(
             mask_secrets(OmegaConf.to_container(resolved, resolve=True)), "config.yaml"
         )

@@ -343,7 +343,7 @@ def test_the_package_docstring_example_runs(mlflow_template, tmp_path, monkeypat
 # -- notebooks ---------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["sensitivity", "learning_curves"])
+@pytest.mark.parametrize("name", ["sensitivity", "learning_curves", "overoptimisation"])
 def test_notebooks_are_stored_without_outputs_and_match_their_py_twins(name):
     nbformat = pytest.importorskip("nbformat")
     jupytext = pytest.importorskip("jupytext")

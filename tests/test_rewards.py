@@ -284,3 +284,17 @@ def test_classifier_needs_path():
 def test_unknown_kind():
     with pytest.raises(ValueError, match=r"reward\.kind"):
         build_reward(RewardConfig(kind="llm-judge"))
+
+
+def test_classifier_applies_the_stored_normalisation(tmp_path):
+    directory = tmp_path / "tiny-classifier"
+    _save_tiny_classifier(directory, "pad")
+    texts = ["great movie", "boring plot bad acting"]
+    config = RewardConfig(kind="classifier", path=str(directory), label=0)
+    raw = build_reward(config)(texts)
+    from transformers import AutoConfig
+
+    stored = AutoConfig.from_pretrained(directory)
+    stored.reward_normalisation = {"gain": 2.0, "bias": -0.5}
+    stored.save_pretrained(directory)
+    torch.testing.assert_close(build_reward(config)(texts), 2.0 * raw - 0.5)

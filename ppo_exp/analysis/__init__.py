@@ -18,6 +18,11 @@ The notebooks in `analysis/` are thin: every number they show comes from here.
 - `learning_curves`: metric histories of chosen runs, as a long table (`CURVE_METRICS`
   by default);
 - `conclusions`: a few sentences written from the numbers above;
+- over-optimisation (runs trained on a learned proxy with `reward.gold`):
+  `gold_proxy_curves` (proxy and gold against sqrt(KL)), `fit_gao` and `gao_fits`
+  (Gao et al.'s d(alpha - beta d) per configuration, and where the gold peaked),
+  `peak_effects` (which hyperparameters move the peak), `overoptimisation_summary`,
+  `plot_overoptimisation`, `format_fits`;
 - `plot_*`: matplotlib figures of these tables (`Figure` objects: no global state);
 - `execute_notebook` and `render` run a notebook headless with parameters injected by
   papermill; `render` saves it as a standalone HTML report, also as a command:
@@ -45,6 +50,15 @@ from ppo_exp.analysis._conclusions import conclusions
 from ppo_exp.analysis._curves import CURVE_METRICS, learning_curves
 from ppo_exp.analysis._importance import bootstrap_importance
 from ppo_exp.analysis._load import cast_param, load_runs
+from ppo_exp.analysis._overopt import (
+    fit_gao,
+    format_fits,
+    gao_fits,
+    gold_proxy_curves,
+    overoptimisation_summary,
+    peak_effects,
+    plot_overoptimisation,
+)
 from ppo_exp.analysis._plots import (
     plot_importance,
     plot_interaction,
@@ -81,7 +95,11 @@ __all__ = [
     "conclusions",
     "config_labels",
     "execute_notebook",
+    "fit_gao",
+    "format_fits",
     "format_value",
+    "gao_fits",
+    "gold_proxy_curves",
     "has_params",
     "hyperparameters",
     "interaction_table",
@@ -89,13 +107,16 @@ __all__ = [
     "learning_curves",
     "load_runs",
     "mean_ci",
+    "overoptimisation_summary",
     "param_column",
     "param_key",
+    "peak_effects",
     "per_seed",
     "pick_configs",
     "plot_importance",
     "plot_interaction",
     "plot_learning_curves",
+    "plot_overoptimisation",
     "plot_param_effects",
     "rank_correlations",
     "render",

@@ -114,6 +114,11 @@ class PPOTrainer:
         )
         self.scorer: Scorer = build_reward(cfg.reward, device=self.device, dtype=self.dtype)
         self.reward_chat = chat_tokenizer(cfg.reward)  # its template formats reward.text=full
+        # Measured at evals only, never trained on (the gold scorer of a learned proxy).
+        self.gold: Scorer | None = None
+        if cfg.reward.gold is not None:
+            self.gold = build_reward(cfg.reward.gold, device=self.device, dtype=self.dtype)
+            self.gold_chat = chat_tokenizer(cfg.reward.gold)
         self.kl_coef = cfg.kl_coef
         self.iteration = 0  # the PPO iteration running, named by a numeric fault
         self.divergence_streak = 0  # iterations in a row with approx-KL beyond its bound
@@ -172,10 +177,7 @@ class PPOTrainer:
         )
 
         texts = tok.batch_decode(response, skip_special_tokens=True)
-        scored = texts
-        if cfg.reward.text == "full":
-            chats = [p.chat for p in prompts]
-            scored = full_texts(prompt_texts, chats, texts, self.reward_chat)
+        scored = scored_texts(prompts, texts, text=cfg.reward.text, chat=self.reward_chat)
         raw_scores = self.scorer(scored).to(self.device, torch.float32)
         scores = raw_scores
         if cfg.missing_eos_penalty is not None:
@@ -385,6 +387,12 @@ class PPOTrainer:
             "eval/response_length": float(rollout.mask.sum(1).mean()),
         }
         metrics["eval/score"] = metrics["eval/reward_mean"] - self.cfg.kl_coef * metrics["eval/kl"]
+        if self.gold is not None:  # the same held-out responses, scored by the gold scorer
+            text = self.cfg.reward.gold.text
+            texts = scored_texts(self.eval_prompts, rollout.texts, text=text, chat=self.gold_chat)
+            gold = self.gold(texts).to(torch.float32)
+            metrics["eval/gold_mean"] = float(gold.mean())
+            metrics["eval/gold_std"] = float(gold.std())
         return metrics
 
     def data_metrics(self) -> dict[str, float]:
@@ -533,6 +541,12 @@ def minibatch_of(
         *(t[i, :length] for t in (rollout.response, rollout.mask, rollout.logprobs,
                                   rollout.values, advantages, returns)),
     )
+def scored_texts(prompts: list[Prompt], responses: list[str], *, text: str, chat) -> list[str]:
+    """What a scorer reads: the responses alone (text="response") or prompt + response,
+    through the reward tokenizer's chat template `chat` where it has one (`full_texts`)."""
+    if text == "response":
+        return responses
+    return full_texts([p.text for p in prompts], [p.chat for p in prompts], responses, chat)
 
 
 def truncate_after_stop(

@@ -7,7 +7,10 @@
   number per text. The current working directory is importable, so a ``my_rewards.py`` next
   to where the run is launched works as ``reward.function=my_rewards:length_bonus``.
 - ``classifier``: a Hugging Face sequence-classification model (local dir or hub id in
-  ``reward.path``); the score is the logit of class ``reward.label``.
+  ``reward.path``); the score is the logit of class ``reward.label``. A reward model
+  trained by ``python -m ppo_exp.reward_model`` stores a gain and bias in its config
+  (``reward_normalisation``) and is scored as ``gain * logit + bias``: mean 0, std 1 on
+  the policy's own samples (the ``learned`` preset: ``reward=learned reward.path=DIR``).
 
 Which strings are scored (``reward.text``: the response alone, or prompt + response) is
 decided by the caller, the trainer; a scorer just scores whatever texts it is given.
@@ -162,9 +165,26 @@ def _classifier_scorer(
             f"an integer in [0, {num_labels - 1}]: the classifier at reward.path={path!r} "
             f"has {num_labels} labels",
         )
-    _ensure_pad_token(tokenizer, model)
+    ensure_pad_token(tokenizer, model)
+    return model_scorer(model, tokenizer, label=label)
+
+
+def model_scorer(model, tokenizer, *, label: int, max_length: int | None = None) -> Scorer:
+    """Score texts by the logit of class `label` of a loaded sequence classifier.
+
+    Args:
+        model: the classifier (put in eval mode here); its config's stored
+            `reward_normalisation`, if any, is applied: gain * logit + bias.
+        tokenizer: its tokenizer, with a pad token (`ensure_pad_token`).
+        label: index of the class whose logit is the score.
+        max_length: tokens per text; None = the longest the tokenizer and model accept.
+
+    Returns:
+        The scorer; it runs without autograd, in batches of `CLASSIFIER_BATCH_SIZE`.
+    """
     model.eval()
-    max_length = _max_length(tokenizer, model)
+    max_length = max_length or max_length_of(tokenizer, model)
+    gain, bias = stored_normalisation(model.config)
 
     @torch.inference_mode()
     def score(texts: list[str]) -> torch.Tensor:
@@ -177,13 +197,24 @@ def _classifier_scorer(
             chunks.append(model(**batch).logits[:, label].float().cpu())
         if not chunks:
             return torch.zeros(0, dtype=torch.float32)
-        return torch.cat(chunks)
+        return gain * torch.cat(chunks) + bias
 
     return score
 
 
-def _ensure_pad_token(tokenizer, model) -> None:
-    """Give the tokenizer a pad token and tell the model its id, so batches can be padded.
+def stored_normalisation(config) -> tuple[float, float]:
+    """The (gain, bias) a reward-model checkpoint stores in its config; (1, 0) if none.
+
+    `python -m ppo_exp.reward_model` saves them as `reward_normalisation` so that
+    gain * logit + bias has mean 0 and std 1 on the policy's own samples
+    (lm-human-preferences' reward normalisation).
+    """
+    stored = getattr(config, "reward_normalisation", None) or {}
+    return float(stored.get("gain", 1.0)), float(stored.get("bias", 0.0))
+
+
+def ensure_pad_token(tokenizer, model) -> None:
+    """Give the tokenizer a pad token (on the right) and tell the model its id, for batches.
 
     Decoder-only classifiers (GPT-2 style) pool the last non-pad token, so the model must
     know the pad id; many such tokenizers ship without one. Reusing eos keeps the
@@ -198,9 +229,12 @@ def _ensure_pad_token(tokenizer, model) -> None:
             if len(tokenizer) > model.get_input_embeddings().num_embeddings:
                 model.resize_token_embeddings(len(tokenizer))
     model.config.pad_token_id = tokenizer.pad_token_id
+    # Right padding: every text keeps the positions it has alone. With left padding a
+    # decoder numbers the pads too, so a score would depend on the longest text in its batch.
+    tokenizer.padding_side = "right"
 
 
-def _max_length(tokenizer, model) -> int | None:
+def max_length_of(tokenizer, model) -> int | None:
     """The longest input both the tokenizer and the model's position table accept."""
     limits = [tokenizer.model_max_length, getattr(model.config, "max_position_embeddings", None)]
     # Tokenizers without a configured limit report a huge sentinel (int(1e30)).

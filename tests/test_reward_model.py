@@ -1,0 +1,218 @@
+"""Reward models from preferences (ppo_exp.reward_model) and the gold/proxy pipeline.
+
+Fast tests check the maths by hand; slow ones train for real: a known answer (the
+longer text wins), a chat-formatted jsonl file through the real command, and the whole
+offline pipeline (preferences -> reward model -> PPO against it with VADER as gold).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+
+import mlflow
+import pytest
+import torch
+from conftest import TINY_RUN, run_cli
+from mlflow.tracking import MlflowClient
+
+from ppo_exp import analysis
+from ppo_exp.config import ConfigError, PPOConfig, RewardConfig
+from ppo_exp.reward_model.config import PreferencesConfig, RewardModelConfig
+from ppo_exp.reward_model.loss import (
+    annotate,
+    bradley_terry_loss,
+    normalisation,
+    preference_accuracy,
+)
+from ppo_exp.reward_model.preferences import as_text
+from ppo_exp.reward_model.train import Pairs, train_reward_model
+
+# -- the maths, by hand ------------------------------------------------------------------
+
+
+def test_bradley_terry_loss_by_hand():
+    chosen = torch.tensor([2.0, 0.0, 1.0], requires_grad=True)
+    rejected = torch.tensor([0.0, 0.0, 3.0])
+    loss = bradley_terry_loss(chosen, rejected)
+    # -log sigmoid(2) = log(1 + e^-2) = 0.126928; -log sigmoid(0) = log 2 = 0.693147;
+    # -log sigmoid(-2) = log(1 + e^2) = 2.126928. Mean: 2.947003 / 3 = 0.982334.
+    assert loss.item() == pytest.approx(0.982334, abs=1e-6)
+    loss.backward()
+    # d/d chosen_i = -(1 - sigmoid(gap_i)) / 3: -(0.119203, 0.5, 0.880797) / 3
+    torch.testing.assert_close(chosen.grad, -torch.tensor([0.119203, 0.5, 0.880797]) / 3)
+    # a huge wrong margin stays finite (logsigmoid, not log(sigmoid))
+    assert bradley_terry_loss(torch.tensor([-200.0]), torch.tensor([0.0])).item() == 200.0
+
+
+def test_preference_accuracy_counts_ties_as_wrong():
+    chosen, rejected = torch.tensor([1.0, 0.0, 2.0, 5.0]), torch.tensor([0.0, 0.0, 3.0, 1.0])
+    assert preference_accuracy(chosen, rejected) == 0.5
+
+
+def test_annotator_without_temperature_or_noise_follows_the_gold_score():
+    gold_a, gold_b = torch.tensor([0.5, -0.2, 0.9]), torch.tensor([0.1, 0.3, 0.8])
+    g = torch.Generator().manual_seed(0)
+    prefers_a = annotate(gold_a, gold_b, temperature=0.0, label_noise=0.0, generator=g)
+    assert prefers_a.tolist() == [True, False, True]
+
+
+def test_annotator_rates_match_bradley_terry_and_the_label_noise():
+    n = 40_000
+    gap = 0.1 * math.log(3)  # sigmoid(gap / 0.1) = 3 / 4
+    gold_a, gold_b = torch.full((n,), gap), torch.zeros(n)
+    g = torch.Generator().manual_seed(0)
+    rate = annotate(gold_a, gold_b, temperature=0.1, label_noise=0.0, generator=g).float().mean()
+    assert rate.item() == pytest.approx(0.75, abs=0.01)
+    # with label noise 0.2 on top: 0.75 * 0.8 + 0.25 * 0.2 = 0.65
+    rate = annotate(gold_a, gold_b, temperature=0.1, label_noise=0.2, generator=g).float().mean()
+    assert rate.item() == pytest.approx(0.65, abs=0.01)
+
+
+def test_normalisation_by_hand():
+    scores = torch.tensor([1.0, 2.0, 3.0, 4.0])  # mean 2.5, population std sqrt(1.25)
+    gain, bias = normalisation(scores)
+    assert gain == pytest.approx(1 / math.sqrt(1.25)) and bias == pytest.approx(
+        -2.5 / math.sqrt(1.25)
+    )
+    normalised = gain * scores + bias
+    assert normalised.mean().item() == pytest.approx(0, abs=1e-6)
+    assert normalised.std(unbiased=False).item() == pytest.approx(1, abs=1e-6)
+    assert normalisation(torch.tensor([3.0, 3.0])) == (1.0, -3.0)
+
+
+def test_gao_fit_recovers_alpha_and_beta_by_hand():
+    d = [0.0, 0.5, 1.0, 2.0, 3.0]
+    gain = [x * (0.4 - 0.1 * x) for x in d]  # peak at d* = 0.4 / 0.2 = 2, KL 4
+    alpha, beta = analysis.fit_gao(d, gain)
+    assert (alpha, beta) == (pytest.approx(0.4), pytest.approx(0.1))
+    assert all(math.isnan(v) for v in analysis.fit_gao([0.0, 1.0], [0.0, 0.3]))
+
+
+def test_chat_messages_become_one_text():
+    messages = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello!"}]
+
+    class NoTemplate:
+        chat_template = None
+
+    assert as_text(messages, NoTemplate()) == "user: hi\nassistant: hello!"
+    assert as_text("plain", NoTemplate()) == "plain"
+    with pytest.raises(TypeError, match="chat messages"):
+        as_text(3, NoTemplate())
+
+
+def test_bad_settings_name_the_key():
+    with pytest.raises(ConfigError, match=r"preferences\.label_noise=0\.7; accepted"):
+        RewardModelConfig(preferences=PreferencesConfig(label_noise=0.7))
+    with pytest.raises(ConfigError, match=r"preferences\.path=None"):
+        RewardModelConfig(preferences=PreferencesConfig(source="dataset"))
+    gold = RewardConfig(kind="classifier")
+    with pytest.raises(ConfigError, match=r"reward\.gold\.path=None"):
+        PPOConfig(reward=RewardConfig(gold=gold))
+
+
+# -- training for real -------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_learns_that_the_longer_text_wins(base_model_path):
+    from ppo_exp.task.prompts import generate_reviews
+
+    # each review against a shorter text: a prefix of another review, of half its length
+    # (without punctuation, so that a cut sentence does not give the answer away)
+    reviews = [r.replace(".", "").replace(",", "") for r in generate_reviews(600, seed=1)]
+    longer, shorter = reviews[:300], []
+    for text, other in zip(longer, reviews[300:], strict=True):
+        shorter.append(" ".join(other.split()[: max(1, len(text.split()) // 2)]))
+    train, test = Pairs(longer[:200], shorter[:200]), Pairs(longer[200:], shorter[200:])
+    cfg = RewardModelConfig(epochs=2, batch_size=16, lr=1e-3)
+    cfg.normalise.samples = 0
+    logged = []
+    _, _, metrics = train_reward_model(
+        cfg, train, test, base=str(base_model_path), log_metrics=lambda m, s: logged.append(s)
+    )
+    assert logged == [1, 2]
+    assert metrics["eval/accuracy"] >= 0.95, metrics
+
+
+def _chat(text: str) -> list[dict]:
+    return [{"role": "user", "content": "review the hotel"}, {"role": "assistant", "content": text}]
+
+
+@pytest.mark.slow
+def test_a_jsonl_file_of_chat_pairs_trains(tmp_path, mlflow_uri, base_model_path):
+    good = ["the room was lovely and the staff were great", "a wonderful stay, truly superb"]
+    bad = ["the room was dirty and the staff were rude", "an awful stay, truly terrible"]
+    with open(tmp_path / "pairs.jsonl", "w") as f:
+        for i in range(40):
+            row = {"chosen": _chat(good[i % 2]), "rejected": _chat(bad[i % 2]), "id": i}
+            f.write(json.dumps(row) + "\n")
+    argv = ["preferences=dataset", "preferences.path=pairs.jsonl", "epochs=2", "batch_size=8"]
+    argv += ["normalise.samples=8", "normalise.max_new_tokens=6", "out=rm"]
+    result = subprocess.run(
+        [sys.executable, "-m", "ppo_exp.reward_model", *argv],
+        cwd=tmp_path, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    mlflow.set_tracking_uri(mlflow_uri)
+    (run,) = mlflow.search_runs(experiment_names=["ppo_exp"], output_format="list")
+    assert run.info.status == "FINISHED" and run.data.tags["ppo_exp.kind"] == "reward_model"
+    assert run.data.params["preferences.path"] == "pairs.jsonl"
+    assert run.data.metrics["data/train_pairs"] == 36  # 10% held out
+    history = MlflowClient().get_metric_history(run.info.run_id, "eval/accuracy")
+    assert [m.step for m in history] == [1, 2]
+    from transformers import AutoConfig
+
+    saved = AutoConfig.from_pretrained(tmp_path / "rm")
+    assert saved.num_labels == 1 and saved.reward_normalisation["gain"] > 0
+    first = json.loads(
+        (tmp_path / "rm" / "preferences" / "train.jsonl").read_text().splitlines()[0]
+    )
+    assert first["chosen"][0] == {"role": "user", "content": "review the hotel"}
+
+
+@pytest.mark.slow
+def test_the_offline_pipeline_end_to_end(tmp_path, mlflow_uri, base_model_path):
+    # 1-2. preferences built from the default model, labelled by VADER; the reward model
+    rm = ["preferences.pairs=48", "preferences.max_new_tokens=8", "epochs=1", "out=rm"]
+    rm += ["normalise.samples=16", "normalise.max_new_tokens=8"]
+    result = subprocess.run(
+        [sys.executable, "-m", "ppo_exp.reward_model", *rm],
+        cwd=tmp_path, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    pairs = (tmp_path / "rm" / "preferences" / "train.jsonl").read_text().splitlines()
+    row = json.loads(pairs[0])
+    assert len(pairs) + 10 == 48 and row["gold_chosen"] != row["gold_rejected"]
+
+    # 3. PPO against it, two kl_coef, with VADER as the gold measured at every eval
+    ppo = ["-m", "kl_coef=0.01,0.2", *TINY_RUN, "eval_every=1", "reward=learned"]
+    ppo += ["reward.path=rm", "+reward@reward.gold=vader"]
+    result = run_cli(*ppo, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    mlflow.set_tracking_uri(mlflow_uri)
+    client = MlflowClient()
+    runs = mlflow.search_runs(
+        experiment_names=["ppo_exp"],
+        filter_string="tags.`ppo_exp.kind` = 'run'",
+        output_format="list",
+    )
+    assert len(runs) == 2
+    for run in runs:
+        assert run.data.params["gold"] == "vader" and run.data.params["reward"] == "rm"
+        for name in ("eval/reward_mean", "eval/gold_mean"):
+            assert [m.step for m in client.get_metric_history(run.info.run_id, name)] == [0, 1, 2]
+        gold = run.data.metrics["eval/gold_mean"]
+        assert -1 <= gold <= 1 and gold != run.data.metrics["eval/reward_mean"]
+
+    # 4. the over-optimisation notebook on that sweep
+    notebook = analysis.execute_notebook(
+        "overoptimisation", {"tracking_uri": mlflow_uri}, cwd=tmp_path
+    )
+    texts = [o.get("text", "") for c in notebook.cells for o in c.get("outputs", [])]
+    kinds = [k for c in notebook.cells for o in c.get("outputs", []) for k in o.get("data", {})]
+    assert "2 runs, 2 with a gold curve" in "".join(texts)
+    assert kinds.count("image/png") == 1
+    assert texts[-1].startswith("2 configurations; the gold reward peaked")

@@ -12,11 +12,13 @@ from omegaconf import OmegaConf
 from ppo_exp.config import ConfigError, PPOConfig, mlflow_params, to_config
 
 CONF = Path(__file__).parents[1] / "conf"
-GROUPS = sorted(p.name for p in CONF.iterdir() if p.is_dir())
+# preferences/ belongs to `python -m ppo_exp.reward_model` (tested in test_reward_model.py)
+GROUPS = sorted(p.name for p in CONF.iterdir() if p.is_dir() and p.name != "preferences")
 # Presets whose mandatory keys (???) must come from the command line.
 REQUIRED = {
     "reward/function": ["reward.function=mod:fn"],
     "reward/classifier": ["reward.path=/some/classifier"],
+    "reward/learned": ["reward.path=/some/reward_model"],
     "data/hf": ["data.path=prompts.jsonl"],
 }
 

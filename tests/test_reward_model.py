@@ -11,6 +11,7 @@ import json
 import math
 import subprocess
 import sys
+from pathlib import Path
 
 import mlflow
 import pytest
@@ -19,7 +20,7 @@ from conftest import TINY_RUN, run_cli
 from mlflow.tracking import MlflowClient
 
 from ppo_exp import analysis
-from ppo_exp.config import ConfigError, PPOConfig, RewardConfig
+from ppo_exp.config import ConfigError, GoldConfig, PPOConfig, RewardConfig
 from ppo_exp.reward_model.config import PreferencesConfig, RewardModelConfig
 from ppo_exp.reward_model.loss import (
     annotate,
@@ -29,6 +30,8 @@ from ppo_exp.reward_model.loss import (
 )
 from ppo_exp.reward_model.preferences import as_text
 from ppo_exp.reward_model.train import Pairs, train_reward_model
+
+CONF = Path(__file__).parents[1] / "conf"
 
 # -- the maths, by hand ------------------------------------------------------------------
 
@@ -108,9 +111,23 @@ def test_bad_settings_name_the_key():
         RewardModelConfig(preferences=PreferencesConfig(label_noise=0.7))
     with pytest.raises(ConfigError, match=r"preferences\.path=None"):
         RewardModelConfig(preferences=PreferencesConfig(source="dataset"))
-    gold = RewardConfig(kind="classifier")
     with pytest.raises(ConfigError, match=r"reward\.gold\.path=None"):
-        PPOConfig(reward=RewardConfig(gold=gold))
+        GoldConfig(kind="classifier")
+    assert PPOConfig(reward=RewardConfig(gold=GoldConfig())).reward.gold.kind == "vader"
+
+
+@pytest.mark.parametrize("option", ["embedded", "dataset"])
+def test_every_preferences_preset_composes(option):
+    from hydra import compose, initialize_config_dir
+
+    from ppo_exp.reward_model.config import to_config
+
+    overrides = [f"preferences={option}"] + (["preferences.path=p.jsonl"] * (option == "dataset"))
+    with initialize_config_dir(config_dir=str(CONF), version_base=None):
+        cfg = to_config(compose(config_name="reward_model", overrides=overrides))
+    assert cfg.preferences.source == option and cfg == RewardModelConfig(
+        preferences=cfg.preferences
+    )
 
 
 # -- training for real -------------------------------------------------------------------

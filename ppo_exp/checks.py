@@ -265,20 +265,28 @@ def _check_hub_id(key: str, repo_id: str) -> None:
 
 
 def check_paths(cfg: typing.Any) -> None:
-    """Local model and reward checkpoints exist; `reward.label` names one of the classes."""
+    """Local model and reward checkpoints exist; `reward.label` names one of the classes.
+
+    The gold scorer (`reward.gold`), when there is one, is checked the same way.
+    """
     checkpoint_config("model.path", cfg.model.path)
     if cfg.model.value_model not in ("separate", "shared"):  # a critic checkpoint
         checkpoint_config("model.value_model", cfg.model.value_model)
-    if cfg.reward.kind != "classifier":
+    _check_classifier(cfg.reward, "reward")
+    if getattr(cfg.reward, "gold", None) is not None:
+        _check_classifier(cfg.reward.gold, "reward.gold")
+
+
+def _check_classifier(reward: typing.Any, prefix: str) -> None:
+    """A classifier reward's checkpoint exists and has the class `label` (else nothing)."""
+    if reward.kind != "classifier":
         return
-    reward = checkpoint_config("reward.path", cfg.reward.path)
-    if reward is None:
+    found = checkpoint_config(f"{prefix}.path", reward.path)
+    if found is None:
         return
-    n_labels = len(reward.get("id2label") or {}) or int(reward.get("num_labels", 2))
-    if not 0 <= cfg.reward.label < n_labels:
-        raise ConfigError(
-            "reward.label", cfg.reward.label, f"a class index in [0, {n_labels - 1}]"
-        )
+    n_labels = len(found.get("id2label") or {}) or int(found.get("num_labels", 2))
+    if not 0 <= reward.label < n_labels:
+        raise ConfigError(f"{prefix}.label", reward.label, f"a class index in [0, {n_labels - 1}]")
 
 
 # --- the tracking store ----------------------------------------------------------------

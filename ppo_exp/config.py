@@ -416,8 +416,9 @@ def preflight(cfg: PPOConfig) -> None:
     from ppo_exp import checks
 
     checks.check_paths(cfg)
-    if cfg.reward.kind == "function":
-        checks.import_function(cfg.reward.function)
+    for reward in (cfg.reward, cfg.reward.gold):
+        if reward is not None and reward.kind == "function":
+            checks.import_function(reward.function)
     checks.check_tracking_uri(checks.effective_tracking_uri(cfg.mlflow.tracking_uri))
 
 

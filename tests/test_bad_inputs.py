@@ -120,7 +120,7 @@ ROWS: list[tuple[list[str], list[str]]] = [
     (["+reward.lable=0"], ["reward.lable=0", "did you mean reward.label?"]),
     (["+mlflow.uri=x"], ["mlflow.uri='x'", "unknown key"]),
     # -- presets and grammar
-    (["reward=nope"], ["reward/nope", "classifier, function, vader"]),
+    (["reward=nope"], ["reward/nope", "classifier, function, learned, vader"]),
     (["gae=nope"], ["gae/nope", "default, mc, td"]),
     (["train=nope"], ["train/nope", "smoke"]),
     (["study=nope"], ["study/nope", "core"]),

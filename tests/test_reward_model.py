@@ -233,3 +233,14 @@ def test_the_offline_pipeline_end_to_end(tmp_path, mlflow_uri, base_model_path):
     assert "2 runs, 2 with a gold curve" in "".join(texts)
     assert kinds.count("image/png") == 1
     assert texts[-1].startswith("2 configurations; the gold reward peaked")
+
+
+def test_a_missing_preferences_file_is_refused_in_one_line(tmp_path):
+    argv = ["preferences=dataset", "preferences.path=nowhere.jsonl"]
+    result = subprocess.run(
+        [sys.executable, "-m", "ppo_exp.reward_model", *argv],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "invalid config: preferences.path='nowhere.jsonl'" in result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "mlflow.db").exists()

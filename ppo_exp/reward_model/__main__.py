@@ -19,7 +19,7 @@ import hydra
 from omegaconf import DictConfig
 
 from ppo_exp.config import ConfigError
-from ppo_exp.reward_model.config import RewardModelConfig, params, to_config
+from ppo_exp.reward_model.config import RewardModelConfig, params, preflight, to_config
 
 log = logging.getLogger("ppo_exp")
 
@@ -27,7 +27,9 @@ log = logging.getLogger("ppo_exp")
 def load(cfg: DictConfig) -> RewardModelConfig:
     """Validate the composed config; a bad value exits with one line naming it."""
     try:
-        return to_config(cfg)
+        rm_cfg = to_config(cfg)
+        preflight(rm_cfg)
+        return rm_cfg
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         raise SystemExit(2) from None

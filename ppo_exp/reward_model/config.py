@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
 from ppo_exp.config import ConfigError, MlflowConfig
+
+# Local preference files are read with the `datasets` builder of their format.
+FILE_BUILDERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
 
 
 @dataclass
@@ -157,6 +161,24 @@ def validate(cfg: RewardModelConfig) -> None:
     )
     _check(n.max_new_tokens >= 1, "normalise.max_new_tokens", n.max_new_tokens, "an integer >= 1")
     _check(bool(cfg.out), "out", cfg.out, "a directory to save the reward model in")
+
+
+def preflight(cfg: RewardModelConfig) -> None:
+    """Cheap checks outside the config, before any model loads: the paths it names exist."""
+    from ppo_exp import checks
+
+    checks.checkpoint_config("base", cfg.base)
+    checks.checkpoint_config("normalise.policy", cfg.normalise.policy)
+    p = cfg.preferences
+    if p.source == "dataset":
+        local = Path(p.path).expanduser()
+        looks_local = local.suffix in FILE_BUILDERS or p.path.startswith((".", "/", "~"))
+        if looks_local and not local.exists():
+            raise ConfigError(
+                "preferences.path",
+                p.path,
+                f"a preferences file or directory, or a hub dataset; {local} does not exist",
+            )
 
 
 def params(cfg: RewardModelConfig) -> dict[str, object]:

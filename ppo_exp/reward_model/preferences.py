@@ -17,13 +17,11 @@ import datasets
 import torch
 
 from ppo_exp.config import ConfigError
-from ppo_exp.reward_model.config import PreferencesConfig
+from ppo_exp.reward_model.config import FILE_BUILDERS, PreferencesConfig
 from ppo_exp.reward_model.loss import annotate
 
 log = logging.getLogger("ppo_exp")
 
-# Local files are read with the `datasets` builder of their format.
-FILE_BUILDERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
 PROMPT_POOL = 2048  # distinct training prompts the pairs are drawn from (as PPO)
 SAMPLE_BATCH = 128  # prompts per `generate` call
 

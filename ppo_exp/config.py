@@ -32,6 +32,8 @@ METRICS = (
     *(f"eval/{m}" for m in ("reward_mean", "reward_std", "kl", "response_length")),
     "eval/penalized_reward_mean",
     *(f"eval/{m}" for m in ("score", "score_auc", "reward_auc")),
+    "eval/gold_mean",  # the gold scorer (reward.gold) on the held-out responses: only with
+    "eval/gold_std",  # reward.gold set
     *(f"data/{m}" for m in ("prompts_train", "prompts_eval", "prompts_dropped")),
     "data/prompt_tokens_max",
 )
@@ -294,6 +296,12 @@ def validate(cfg: PPOConfig) -> None:
         "objective",
         cfg.objective,
         "a metric the trainer logs: " + ", ".join(METRICS),
+    )
+    _check(
+        not cfg.objective.startswith("eval/gold_") or cfg.reward.gold is not None,
+        "objective",
+        cfg.objective,
+        "eval/gold_* only with a gold scorer: +reward@reward.gold=vader",
     )
     for key in ("micro_batch_size", "rollout_micro_batch"):
         value = getattr(cfg, key)

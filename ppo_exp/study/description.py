@@ -157,7 +157,7 @@ def study_description(summary: Summary, run_id: str, figures: list[str], n_trial
         _best(summary),
     ]
     for ranking in summary.rankings:
-        name = f"importance{ranking.suffix}"
+        name = f"importance{ranking.file_suffix}"
         lines += ["", f"#### Importance ranking for `{ranking.metric}`", ""]
         if not ranked_params(ranking):
             lines.append("Too few complete trials to rank the hyperparameters yet.")

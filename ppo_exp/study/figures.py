@@ -173,14 +173,14 @@ def write_figures(summary: Summary, folder: Path) -> list[str]:
     written = []
     for index, ranking in enumerate(summary.rankings):
         if ranked_params(ranking):
-            name = f"importance{ranking.suffix}"
+            name = f"importance{ranking.file_suffix}"
             _save_html(importance_html(ranking), folder / f"{name}.html")
             importance_png(ranking).savefig(folder / f"{name}.png", dpi=100)
             written.append(name)
         if not summary.complete:
             continue
         for plot_name, plot in _optuna_plots(summary, ranking, index).items():
-            name = f"{plot_name}{ranking.suffix}"
+            name = f"{plot_name}{ranking.file_suffix}"
             _save_html(plot(vis), folder / f"{name}.html")
             axes = plot(mvis)
             first = axes.flat[0] if hasattr(axes, "flat") else axes

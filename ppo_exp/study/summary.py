@@ -47,6 +47,11 @@ class Ranking:
     conclusions: str = ""  # analysis.conclusions, one finding per line
 
     @property
+    def file_suffix(self) -> str:
+        """`suffix` as part of a figure's file name (metric names hold '/')."""
+        return self.suffix.replace("/", "_")
+
+    @property
     def rho(self) -> dict[str, float]:
         """Spearman's ρ of each parameter with the objective (NaN where undefined)."""
         if self.correlations.empty:

@@ -114,21 +114,16 @@ def build_embedded(p: PreferencesConfig) -> datasets.DatasetDict:
         need = math.ceil((p.pairs - len(rows["a"])) * 1.25)
         picks = torch.randint(len(pool), (min(need, SAMPLE_BATCH),), generator=generator)
         prompts = [pool[i] for i in picks]
-        a = sample_responses(
-            model,
-            tokenizer,
-            prompts,
-            temperature=p.sample_temperature,
-            max_new_tokens=p.max_new_tokens,
-            generator=generator,
-        )
-        b = sample_responses(
-            model,
-            tokenizer,
-            prompts,
-            temperature=p.sample_temperature,
-            max_new_tokens=p.max_new_tokens,
-            generator=generator,
+        a, b = (  # two responses to each prompt, drawn one after the other
+            sample_responses(
+                model,
+                tokenizer,
+                prompts,
+                temperature=p.sample_temperature,
+                max_new_tokens=p.max_new_tokens,
+                generator=generator,
+            )
+            for _ in range(2)
         )
         gold_a, gold_b = gold(a), gold(b)
         for i in (gold_a != gold_b).nonzero().flatten().tolist()[: p.pairs - len(rows["a"])]:

@@ -359,14 +359,16 @@ def test_execute_notebook_injects_parameters_after_the_parameters_cell(tmp_path)
     nbformat = pytest.importorskip("nbformat")
     notebook = nbformat.v4.new_notebook()
     notebook.cells = [
-        nbformat.v4.new_code_cell("factor = 1\nlabel = 'x'", metadata={"tags": ["parameters"]}),
-        nbformat.v4.new_code_cell("print(label, factor * 21)"),
+        nbformat.v4.new_code_cell("factor = 1\nlabel = 'x'\npair = ('x', 'y')",
+                                  metadata={"tags": ["parameters"]}),
+        nbformat.v4.new_code_cell("print(label, factor * 21, pair[1])"),
     ]
     path = tmp_path / "tiny.ipynb"
     nbformat.write(notebook, path)
-    executed = analysis.execute_notebook(path, {"factor": 2, "label": "injected"}, cwd=tmp_path)
+    parameters = {"factor": 2, "label": "injected", "pair": ("a", "b")}  # a tuple too
+    executed = analysis.execute_notebook(path, parameters, cwd=tmp_path)
     assert executed.cells[1].metadata["tags"] == ["injected-parameters"]
-    assert executed.cells[2].outputs[0]["text"] == "injected 42\n"
+    assert executed.cells[2].outputs[0]["text"] == "injected 42 b\n"
 
 
 def test_render_command_needs_something_to_render(capsys):

@@ -42,7 +42,11 @@ def execute_notebook(
     return papermill.execute_notebook(
         notebook_path(name),
         None,  # keep the executed notebook in memory; `render` writes the HTML
-        parameters=parameters or {},
+        # papermill writes lists, dicts and scalars as Python literals, anything else
+        # (a tuple such as `pair`) as a string: pass sequences as lists
+        parameters={
+            k: list(v) if isinstance(v, tuple) else v for k, v in (parameters or {}).items()
+        },
         kernel_name="python3",
         language="python",
         cwd=str(Path(cwd or Path.cwd()).resolve()),

@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 import random
 
+import mlflow
 import optuna
 import pytest
 from mlflow.tracking import MlflowClient
@@ -74,7 +75,11 @@ def synthetic_study(n_trials: int, *, seed: int = 0) -> optuna.Study:
 def test_report_writes_a_ranked_description_figures_and_metrics_per_trial_count(
     tmp_path, monkeypatch
 ):
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    # set globally too: a tracking URI set in this process by an earlier test wins over
+    # the environment (as it does for the report, which uses MLflow's current store)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    mlflow.set_tracking_uri(uri)
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(summary, "N_BOOT", 10)  # intervals need not be tight here
     client = MlflowClient()

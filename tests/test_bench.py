@@ -62,7 +62,7 @@ def test_phase_clock_can_count_cpu_time_only():
     clock = PhaseClock("cpu")
     clock.wrap("sleep", time.sleep)(0.3)  # a sleeping process uses no CPU
     assert clock.take()["sleep"] < 0.1
-    with pytest.raises(ValueError, match="accepted: 'wall' | 'cpu'"):
+    with pytest.raises(ValueError, match="accepted: 'wall' | 'cpu' | 'cuda'"):
         PhaseClock("gpu")
 
 
@@ -144,3 +144,23 @@ def test_technique_switches_restore_the_trainer():
     with techniques.foreach_adamw(holder):
         assert holder.optimizer is not fused and holder.optimizer.defaults["foreach"]
     assert holder.optimizer is fused
+
+
+@pytest.mark.slow
+def test_memory_bench_reports_every_figure_for_a_small_qwen_shape(tmp_path):
+    # The Qwen2.5-0.5B-shape memory benchmark, cut to one layer and a small vocabulary.
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    done = subprocess.run(
+        [sys.executable, "-m", "ppo_exp.bench.memory", "--layers", "1", "--vocab", "2000",
+         "--batch-size", "2", "--max-new-tokens", "4", "--iterations", "2",
+         "--configs", "lora-shared-ckpt", "--json", str(tmp_path / "m.json")],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    (row,) = json.loads((tmp_path / "m.json").read_text())
+    assert row["config"] == "lora-shared-ckpt" and row["device"] == "cpu"
+    assert row["peak_gpu_gib"] is None and row["dtype"] == "float32"
+    assert 0 < row["estimate_gib"] < row["peak_rss_gib"]
+    assert row["tokens_per_s"] > 0 and row["seconds_per_iteration"] > 0
+    assert 0 < row["trained_parameters"] < 10e6  # adapters and the value head only
+    assert "lora-shared-ckpt" in done.stdout and "tokens/s" in done.stdout

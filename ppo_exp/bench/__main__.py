@@ -10,6 +10,7 @@
 Options (phases, floor, trl, scaling): --rounds N (alternated runs per system),
 --iterations N, --threads N, --batch-size N, --max-new-tokens N, --shape NAME,
 --reward classifier|vader, --value-model separate|shared, --fused-floor, --json PATH,
+--device cpu|cuda (every system on that device, float32; phases timed with the cuda clock),
 --trl-python PATH, --quick (tiny shapes, for the smoke test), --compare NAME=SRC (also
 run the ppo_exp source tree SRC, e.g. an older commit's `git archive`, as system NAME).
 """
@@ -49,7 +50,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--reward", choices=("classifier", "vader"), default="classifier")
     parser.add_argument("--value-model", choices=("separate", "shared"), default="separate")
     parser.add_argument("--fused-floor", action="store_true", help="AdamW(fused=True) in the floor")
-    parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                        help="where every system runs (cuda: the cuda clock, float32)")
+    parser.add_argument("--clock", choices=("wall", "cpu", "cuda"), default="wall",
                         help="cpu: each run's CPU time (comparable on a loaded machine)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     parser.add_argument("--trl-python", help=f"TRL's interpreter (default ${TRL_PYTHON_ENV})")
@@ -74,12 +77,13 @@ def main(argv: list[str] | None = None) -> None:
         return
     spec = Spec(shape=args.shape, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
                 iterations=args.iterations, threads=args.threads, reward_kind=args.reward,
-                value_model=args.value_model, fused=args.fused_floor, clock=args.clock)
+                value_model=args.value_model, fused=args.fused_floor,
+                clock="cuda" if args.device == "cuda" else args.clock, device=args.device)
     if args.quick:
         spec = Spec(shape=args.shape, batch_size=8, max_new_tokens=6, ppo_epochs=1,
                     num_minibatches=2, iterations=2, eval_prompts=8, mlflow=False,
                     threads=args.threads, reward_kind=args.reward, fused=args.fused_floor,
-                    clock=args.clock)
+                    clock=spec.clock, device=args.device)
     systems = {"phases": ("ppo_exp",), "floor": ("ppo_exp", "floor"),
                "trl": ("ppo_exp", "floor", "trl"), "scaling": ()}[args.mode]
     sources = dict(item.split("=", 1) for item in args.compare)

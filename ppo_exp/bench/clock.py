@@ -6,7 +6,9 @@ Timings are wall-clock (`time.perf_counter`) or, with `clock="cpu"`, this proces
 time (`time.process_time`): on CPU every torch op is synchronous, so the time spent in a
 call is the time its kernels took; CPU time leaves out the time other processes held
 the cores, which makes figures taken on a loaded machine comparable (with one thread
-per run; with several it adds the threads' times up).
+per run; with several it adds the threads' times up). On a GPU, kernels run
+asynchronously: `clock="cuda"` waits for the device (`torch.cuda.synchronize`) before
+each reading, so each call is charged the kernels it launched.
 """
 
 from __future__ import annotations
@@ -65,14 +67,23 @@ def to_phases(timed: dict[str, float], wall: float, mapping: dict[str, str]) -> 
     return phases
 
 
+def _cuda_now() -> float:
+    import torch
+
+    torch.cuda.synchronize()
+    return time.perf_counter()
+
+
 class PhaseClock:
     """Accumulates seconds per call path, e.g. {"rollout/generate": 0.8, "update": 2.1}."""
 
     def __init__(self, clock: str = "wall") -> None:
-        """`clock`: "wall" (time.perf_counter) or "cpu" (this process's CPU time)."""
-        if clock not in ("wall", "cpu"):
-            raise ValueError(f"invalid clock={clock!r}; accepted: 'wall' | 'cpu'")
-        self.now = time.process_time if clock == "cpu" else time.perf_counter
+        """`clock`: "wall" (time.perf_counter), "cpu" (this process's CPU time) or "cuda"
+        (wall time once the GPU has finished the work queued so far)."""
+        clocks = {"wall": time.perf_counter, "cpu": time.process_time, "cuda": _cuda_now}
+        if clock not in clocks:
+            raise ValueError(f"invalid clock={clock!r}; accepted: 'wall' | 'cpu' | 'cuda'")
+        self.now = clocks[clock]
         self.seconds: dict[str, float] = defaultdict(float)
         self.calls: dict[str, int] = defaultdict(int)
         self._path: list[str] = []

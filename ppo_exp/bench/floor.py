@@ -33,13 +33,14 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
     torch.manual_seed(spec["seed"])
 
     t0 = time.perf_counter()
+    device = torch.device(spec.get("device", "cpu"))
     tok = AutoTokenizer.from_pretrained(spec["policy"])
     tok.padding_side = "left"
-    policy = AutoModelForCausalLM.from_pretrained(spec["policy"]).eval()
+    policy = AutoModelForCausalLM.from_pretrained(spec["policy"]).to(device).eval()
     ref = copy.deepcopy(policy).requires_grad_(False)
     critic = copy.deepcopy(policy.base_model)
-    value_head = torch.nn.Linear(policy.config.hidden_size, 1)
-    reward = AutoModelForSequenceClassification.from_pretrained(spec["reward"]).eval()
+    value_head = torch.nn.Linear(policy.config.hidden_size, 1, device=device)
+    reward = AutoModelForSequenceClassification.from_pretrained(spec["reward"]).to(device).eval()
     params = [*policy.parameters(), *critic.parameters(), *value_head.parameters()]
     optimizer = torch.optim.AdamW(params, lr=1e-4, eps=1e-5, fused=spec.get("fused", False))
     init_s = time.perf_counter() - t0
@@ -52,7 +53,7 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
     for it in range(1, spec["iterations"] + 1):
         began = clock.now()
         picks = [prompts[(it * B + i) % len(prompts)] for i in range(B)]
-        enc = tok(picks, return_tensors="pt", padding=True)
+        enc = tok(picks, return_tensors="pt", padding=True).to(device)
         with torch.inference_mode():
             ids = clock.wrap("generate", policy.generate)(
                 **enc, do_sample=True, temperature=0.7, top_k=0, top_p=1.0,
@@ -67,7 +68,8 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
             clock.wrap("score_critic", critic)(**kw)
             clock.wrap("score_reward", reward)(**kw)
         b = {"ids": ids.clone(), "mask": mask.clone(), "response": ids[:, -T:].clone(),
-             "advantages": torch.randn(B, T), "returns": torch.randn(B, T), "T": T}
+             "advantages": torch.randn(B, T, device=device),
+             "returns": torch.randn(B, T, device=device), "T": T}
 
         def forward(i, b=b):
             kw = dict(input_ids=b["ids"][i], attention_mask=b["mask"][i])

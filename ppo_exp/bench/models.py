@@ -21,6 +21,7 @@ SHAPES: dict[str, tuple[int, int, int]] = {
     "tiny-random": (4, 128, 4),  # the same shape, random init, 256 positions
     "small": (6, 256, 8),  # ~5M parameters
     "medium": (8, 512, 8),  # ~26M parameters
+    "gpt2": (12, 768, 12),  # GPT-2 small's body (~86M with the review vocabulary): for GPUs
 }
 POSITIONS = 256  # position table of the random-init shapes: prompt + up to 128 new tokens
 

@@ -62,7 +62,10 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
         eval_prompts=spec["eval_prompts"],
         sample_every=0,
         seed=spec["seed"],
-        model=ModelConfig(name=None, path=spec["policy"], value_model=spec["value_model"]),
+        model=ModelConfig(
+            name=None, path=spec["policy"], value_model=spec["value_model"],
+            device=spec.get("device", "cpu"), dtype="float32",  # TRL's and the floor's
+        ),
         reward=reward,
         **spec.get("config", {}),
     )

@@ -36,13 +36,14 @@ class Spec:
     num_minibatches: int = 4
     iterations: int = 4  # per run; the first is left out of the medians
     threads: int = 1  # torch threads per run (OMP/MKL too)
+    device: str = "cpu"  # "cpu" or "cuda": where every system runs (float32 everywhere)
     seed: int = 0
     value_model: str = "separate"
     reward_kind: str = "classifier"  # "classifier" (same work as TRL) or "vader" (default task)
     eval_prompts: int = 128  # ppo_exp's held-out eval at step 0 (part of its peak RSS)
     fused: bool = False  # the floor's AdamW(fused=True)
     mlflow: bool = True  # ppo_exp logs to a scratch MLflow store, as a real run does
-    clock: str = "wall"  # "wall", or "cpu": process CPU time, for a loaded machine
+    clock: str = "wall"  # "wall"; "cpu": process CPU time, for a loaded machine; "cuda"
     config: dict[str, Any] = field(default_factory=dict)  # extra PPOConfig keys for ppo_exp
 
 

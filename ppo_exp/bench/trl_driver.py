@@ -86,7 +86,7 @@ def run(spec: dict) -> dict:
         report_to="none",
         save_strategy="no",
         logging_steps=1,
-        use_cpu=True,
+        use_cpu=spec.get("device", "cpu") == "cpu",
         seed=spec["seed"],
         dataloader_num_workers=0,
         disable_tqdm=True,

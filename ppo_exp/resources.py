@@ -3,14 +3,18 @@
 torch starts with one intra-op thread per core. Two such processes on one machine
 oversubscribe it (each runs several times slower), so a job sets
 `torch.set_num_threads(threads)` before any tensor work, where `threads` is the config
-key, else $OMP_NUM_THREADS when set (the usual way to pin a process's threads), else
-the CPU cores this process may use divided by the jobs its launch runs at once on this
-machine (at least 1):
+key, else $OMP_NUM_THREADS of the shell that started the command when set (the usual
+way to pin a process's threads; `run.cli` hands it to every job as
+`hydra.job.env_set.OMP_NUM_THREADS`, because joblib gives its workers an
+OMP_NUM_THREADS of its own, cores ÷ workers, when the shell has none), else the CPU
+cores this process may use divided by the jobs its launch runs at once on this machine
+(at least 1):
 
 - the basic launcher runs one job at a time, in-process: all the cores;
-- joblib runs up to `hydra.launcher.n_jobs` processes (-1 = one per core); a study has
-  at most `hydra.sweeper.n_jobs` trials × seeds jobs in flight;
-- submitit_local starts every job of a launch at once: a study's trials × seeds;
+- joblib runs up to `hydra.launcher.n_jobs` processes (-1 = one per core) at once, and
+  never more than the jobs in flight: a study's `hydra.sweeper.n_jobs` trials × seeds, a
+  plain sweep's batch (all its jobs, or `hydra.sweeper.max_batch_size` of them);
+- submitit_local starts every job in flight at once;
 - submitit_slurm gives each job its own allocation: SLURM binds the job to its
   `cpus_per_task` cores, seen as this process's CPU affinity.
 
@@ -27,13 +31,15 @@ import fcntl
 import logging
 import os
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import IO
 
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 log = logging.getLogger("ppo_exp")
+OMP = "OMP_NUM_THREADS"
 STUDY_SWEEPER = "ppo_exp_sweeper"  # in the study sweeper's _target_
 _claimed: dict[Path, tuple[int, IO]] = {}  # lock dir -> this process's GPU and its lock
 
@@ -49,25 +55,76 @@ def cores() -> int:
 def jobs_at_once(hydra: DictConfig, n_cores: int) -> int:
     """How many jobs of this launch run at once on this machine (see the module doc)."""
     launcher = str(hydra.launcher.get("_target_", ""))
-    sweeper = hydra.sweeper
-    study = STUDY_SWEEPER in str(sweeper.get("_target_", ""))
-    in_flight = sweeper.n_jobs * len(sweeper.seeds) if study else None
     if "joblib" in launcher:
         workers = hydra.launcher.n_jobs
         workers = n_cores + 1 + workers if workers < 0 else workers  # joblib's rule for -k
+        in_flight = jobs_in_flight(hydra)
         return min(workers, in_flight) if in_flight else workers
     if "submitit" in launcher and "LocalLauncher" in launcher:
-        return in_flight or n_cores
+        return jobs_in_flight(hydra) or n_cores
     return 1  # basic: one at a time; slurm: the job's own allocation
 
 
+def jobs_in_flight(hydra: DictConfig) -> int | None:
+    """The most jobs this launch hands its launcher at once, None if unknown."""
+    sweeper = hydra.sweeper
+    if STUDY_SWEEPER in str(sweeper.get("_target_", "")):
+        return sweeper.n_jobs * len(sweeper.seeds)  # trials in flight × their seeds
+    return sweep_batch_size(hydra)
+
+
+def sweep_batch_size(hydra: DictConfig) -> int | None:
+    """Jobs in this job's batch of a plain sweep (Hydra's basic sweeper), None if unknown.
+
+    The job's own config holds only its own overrides; the sweep's are in the
+    `multirun.yaml` the basic sweeper saves in the sweep directory before launching
+    anything. Hydra's own splitting of those overrides into batches gives the batch
+    that holds this job's number.
+    """
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    if "BasicSweeper" not in str(hydra.sweeper.get("_target_", "")):
+        return None
+    number = OmegaConf.select(hydra, "job.num")
+    sweep_dir = OmegaConf.select(hydra, "sweep.dir")
+    if number is None or sweep_dir is None:
+        return None
+    record = Path(OmegaConf.select(hydra, "runtime.cwd") or ".", sweep_dir, "multirun.yaml")
+    if not record.is_file():
+        return None
+    driver = OmegaConf.to_container(OmegaConf.load(record).hydra, resolve=False)
+    sweeper = driver["sweeper"]
+    params = [f"{key}={value}" for key, value in (sweeper.get("params") or {}).items()]
+    overrides = OverridesParser.create().parse_overrides([*params, *driver["overrides"]["task"]])
+    first = 0
+    for batch in BasicSweeper.split_arguments(overrides, sweeper.get("max_batch_size")):
+        if first <= number < first + len(batch):
+            return len(batch)
+        first += len(batch)
+    return None
+
+
+def pinned_threads_override(environ: Mapping[str, str], argv: list[str]) -> list[str]:
+    """The Hydra override that hands this shell's $OMP_NUM_THREADS to every job of the
+    command (none when it is unset or the command sets it itself)."""
+    value = environ.get(OMP, "")
+    if not value.isdigit() or any(f"job.env_set.{OMP}=" in arg for arg in argv):
+        return []
+    return [f"++hydra.job.env_set.{OMP}={value}"]
+
+
 def default_threads() -> int:
-    """Threads for a job that leaves `threads` unset (outside Hydra: all the cores)."""
-    if os.environ.get("OMP_NUM_THREADS", "").isdigit():
-        return max(1, int(os.environ["OMP_NUM_THREADS"]))
+    """Threads for a job that leaves `threads` unset (outside Hydra: $OMP_NUM_THREADS,
+    else all the cores)."""
     if not HydraConfig.initialized():
-        return cores()
-    return max(1, cores() // jobs_at_once(HydraConfig.get(), cores()))
+        pinned = os.environ.get(OMP, "")
+        return max(1, int(pinned)) if pinned.isdigit() else cores()
+    hydra = HydraConfig.get()
+    pinned = str(hydra.job.env_set.get(OMP, ""))  # the shell's, from run.cli
+    if pinned.isdigit():
+        return max(1, int(pinned))
+    return max(1, cores() // jobs_at_once(hydra, cores()))
 
 
 def apply_threads(threads: int | None) -> int:

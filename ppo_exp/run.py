@@ -22,6 +22,7 @@ from ppo_exp.checks import refuse
 from ppo_exp.config import ConfigError, PPOConfig, preflight, to_config
 from ppo_exp.lifecycle import Stopped, stop_on_signals
 from ppo_exp.ppo.guards import TrainingFault
+from ppo_exp.resources import pinned_threads_override
 from ppo_exp.study import register_studies
 
 # Only what validation needs is imported at the top: MLflow, Optuna, torch, pandas and
@@ -107,6 +108,7 @@ def cli() -> None:
     # Hydra prints its own multi-line report of a bad override and exits 1; asked for
     # the full error instead, it raises, and we say it in one line with exit status 2.
     os.environ.setdefault("HYDRA_FULL_ERROR", "1")
+    sys.argv += pinned_threads_override(os.environ, sys.argv)  # jobs see the shell's
     try:
         main()
     except (HydraException, OmegaConfBaseException, ConfigError) as error:

@@ -263,6 +263,35 @@ def test_a_failing_job_of_a_parallel_sweep_fails_the_parent_and_keeps_the_rest(w
     assert_no_run_left_running(wd)
 
 
+@pytest.mark.parametrize(
+    "launcher,seeds,beside",
+    [("joblib", "0", 1), ("joblib", "0,1", 2), ("submitit_local", "0", 1)],
+    ids=["joblib-alone", "joblib-two", "submitit_local-alone"],
+)
+def test_a_plain_sweep_job_shares_the_cores_with_the_jobs_beside_it(wd, launcher, seeds, beside):
+    del wd.env["OMP_NUM_THREADS"]  # jobs pick their threads themselves
+    result = wd._run(
+        [sys.executable, "-m", "ppo_exp.run", "-m", *TINY_RUN, f"seed={seeds}",
+         f"hydra/launcher={launcher}"]
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    jobs = wd.runs("run")
+    assert len(jobs) == beside
+    # read back from torch in each job: the cores over the jobs of its batch, not over
+    # joblib's workers (or, under submitit_local, over one job per core)
+    assert {r.data.tags["ppo_exp.threads"] for r in jobs} == {str(max(1, cores() // beside))}
+
+
+def test_the_shells_omp_num_threads_pins_every_job(wd):
+    wd.env["OMP_NUM_THREADS"] = "1"  # joblib would hand a lone job's worker its own value
+    result = wd._run(
+        [sys.executable, "-m", "ppo_exp.run", "-m", *TINY_RUN, "seed=0", "hydra/launcher=joblib",
+         "hydra.launcher.n_jobs=1"]
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    (job,) = wd.runs("run")
+    assert job.data.tags["ppo_exp.threads"] == "1"
+
 
 def test_throughput_benchmark_runs_both_settings(tmp_path, base_model_path):
     result = subprocess.run(

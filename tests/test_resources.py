@@ -5,9 +5,14 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
-from ppo_exp.resources import claim_gpu, jobs_at_once
+from ppo_exp.resources import (
+    claim_gpu,
+    jobs_at_once,
+    pinned_threads_override,
+    sweep_batch_size,
+)
 
 JOBLIB = "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"
 LOCAL = "hydra_plugins.hydra_submitit_launcher.submitit_launcher.LocalLauncher"
@@ -28,7 +33,7 @@ def test_jobs_at_once_follow_the_launcher_and_the_study():
     assert jobs_at_once(hydra({"_target_": JOBLIB, "n_jobs": -1}, STUDY), 2) == 2
     assert jobs_at_once(hydra({"_target_": JOBLIB, "n_jobs": -2}, SWEEP), 8) == 7
     assert jobs_at_once(hydra({"_target_": JOBLIB, "n_jobs": 3}, SWEEP), 8) == 3
-    # submitit_local starts a study's trials x seeds at once; a plain sweep: all cores
+    # submitit_local starts a study's trials x seeds at once; an unknown sweep: all cores
     assert jobs_at_once(hydra({"_target_": LOCAL}, STUDY), 8) == 4
     assert jobs_at_once(hydra({"_target_": LOCAL}, SWEEP), 8) == 8
     # in-process, or a SLURM job with its own allocation: alone
@@ -65,3 +70,48 @@ def test_each_process_claims_a_gpu_of_its_own_until_it_ends(tmp_path):
     later.wait()
     second.kill()
     second.wait()
+
+
+def plain_sweep(tmp_path, launcher: dict, job: int, task: list[str], **sweeper) -> DictConfig:
+    """A plain-sweep job's Hydra config, with the multirun.yaml its driver saved."""
+    (tmp_path / "multirun" / "x").mkdir(parents=True, exist_ok=True)
+    driver = {"sweeper": {**SWEEP, **sweeper}, "overrides": {"task": task}}
+    OmegaConf.save({"hydra": driver}, tmp_path / "multirun" / "x" / "multirun.yaml")
+    return OmegaConf.create({
+        "launcher": launcher, "sweeper": {**SWEEP, **sweeper}, "job": {"num": job},
+        "sweep": {"dir": "multirun/x"}, "runtime": {"cwd": str(tmp_path)},
+    })  # fmt: skip
+
+
+def test_a_plain_sweep_counts_the_jobs_of_its_batch(tmp_path):
+    task = ["seed=0,1,2", "lr=1e-3"]  # three jobs
+    assert sweep_batch_size(plain_sweep(tmp_path, {}, 0, task)) == 3
+    assert sweep_batch_size(plain_sweep(tmp_path, {}, 0, ["lr=1e-3"])) == 1
+    # Hydra's batches of max_batch_size: jobs 0-1, then job 2 alone
+    assert sweep_batch_size(plain_sweep(tmp_path, {}, 1, task, max_batch_size=2)) == 2
+    assert sweep_batch_size(plain_sweep(tmp_path, {}, 2, task, max_batch_size=2)) == 1
+    # sweeps in the config's hydra.sweeper.params count too
+    params = {"params": {"clip_eps": "0.1,0.2"}}
+    assert sweep_batch_size(plain_sweep(tmp_path, {}, 5, task, **params)) == 6
+    # no record (another sweeper, or none written): unknown
+    assert sweep_batch_size(hydra({"_target_": LOCAL}, SWEEP)) is None
+
+
+def test_plain_sweep_jobs_share_the_cores_with_the_jobs_running_beside_them(tmp_path):
+    joblib_all = {"_target_": JOBLIB, "n_jobs": -1}
+    one, three = ["lr=1e-3"], ["seed=0,1,2"]
+    assert jobs_at_once(plain_sweep(tmp_path, joblib_all, 0, one), 8) == 1  # not 8 workers
+    assert jobs_at_once(plain_sweep(tmp_path, joblib_all, 0, three), 8) == 3
+    assert jobs_at_once(plain_sweep(tmp_path, joblib_all, 0, three), 2) == 2  # 2 workers
+    assert jobs_at_once(plain_sweep(tmp_path, {"_target_": LOCAL}, 0, one), 8) == 1
+    assert jobs_at_once(plain_sweep(tmp_path, {"_target_": LOCAL}, 2, three), 8) == 3
+    assert jobs_at_once(plain_sweep(tmp_path, {"_target_": BASIC}, 2, three), 8) == 1
+
+
+def test_the_shells_omp_num_threads_travels_as_a_hydra_override():
+    pin = "++hydra.job.env_set.OMP_NUM_THREADS=3"
+    assert pinned_threads_override({"OMP_NUM_THREADS": "3"}, ["-m", "seed=0,1"]) == [pin]
+    assert pinned_threads_override({}, ["-m"]) == []  # unset: each job picks its own
+    assert pinned_threads_override({"OMP_NUM_THREADS": "x"}, []) == []
+    given = ["hydra.job.env_set.OMP_NUM_THREADS=2"]  # the command sets it itself
+    assert pinned_threads_override({"OMP_NUM_THREADS": "3"}, given) == []

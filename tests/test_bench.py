@@ -133,17 +133,18 @@ def test_technique_switches_restore_the_trainer():
 
     from ppo_exp.bench import techniques
     from ppo_exp.ppo import losses
-    from ppo_exp.ppo import trainer as module
+    from ppo_exp.ppo import replay as module
 
     lean, trim = losses.logprobs_and_entropy, module.minibatch_of
     with techniques.separate_softmaxes(None), techniques.full_length(None):
         assert losses.logprobs_and_entropy is not lean and module.minibatch_of is not trim
     assert losses.logprobs_and_entropy is lean and module.minibatch_of is trim
     fused = torch.optim.AdamW([torch.nn.Parameter(torch.ones(2))], fused=True)
-    holder = SimpleNamespace(optimizer=fused)
+    holder = SimpleNamespace(replay=SimpleNamespace(optimizer=fused))
     with techniques.foreach_adamw(holder):
-        assert holder.optimizer is not fused and holder.optimizer.defaults["foreach"]
-    assert holder.optimizer is fused
+        assert holder.replay.optimizer is not fused
+        assert holder.replay.optimizer.defaults["foreach"]
+    assert holder.replay.optimizer is fused
 
 
 @pytest.mark.slow

@@ -49,19 +49,19 @@ def test_full_finetuning_keeps_trained_weights_and_adam_state_in_float32(qwen_bf
     # Separate critic, no LoRA: what is trained (policy, critic, value head) and AdamW's
     # moments stay float32 on the GPU; the frozen reference is stored in the compute dtype.
     trainer = trainer_for(qwen_bf16, dtype="bfloat16", value_model="separate")
-    trained = [p for group in trainer.groups for p in group]
+    trained = [p for group in trainer.replay.groups for p in group]
     assert trained and all(p.is_cuda and p.dtype == torch.float32 for p in trained)
     assert all(p.is_cuda and p.dtype == torch.bfloat16 for p in trainer.ref.model.parameters())
     final = trainer.train()
     assert math.isfinite(final["loss/total"])
-    states = [trainer.optimizer.state[p] for p in trained if p in trainer.optimizer.state]
+    states = [trainer.replay.optimizer.state[p] for p in trained if p in trainer.replay.optimizer.state]
     assert states and all(s["exp_avg"].dtype == torch.float32 and s["exp_avg"].is_cuda
                           for s in states)
 
 
 def test_float16_trains_with_a_grad_scaler(qwen_bf16):
     trainer = trainer_for(qwen_bf16, dtype="float16")
-    assert trainer.dtype == torch.float16 and trainer.scaler.is_enabled()
+    assert trainer.dtype == torch.float16 and trainer.replay.scaler.is_enabled()
     final = trainer.train()
     assert math.isfinite(final["loss/total"]) and math.isfinite(final["rollout/kl"])
 

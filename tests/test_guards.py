@@ -49,8 +49,8 @@ def trainer_with(**overrides) -> PPOTrainer:
 @pytest.mark.slow
 def test_nan_reward_stops_at_the_rollout(base_model_path):
     trainer = trainer_with()
-    scorer = trainer.scorer
-    trainer.scorer = lambda texts: scorer(texts) * math.nan
+    scorer = trainer.sampler.scorer
+    trainer.sampler.scorer = lambda texts: scorer(texts) * math.nan
     with pytest.raises(guards.TrainingFault, match="iteration 1: non-finite reward scores"):
         trainer.train()
 
@@ -58,13 +58,13 @@ def test_nan_reward_stops_at_the_rollout(base_model_path):
 @pytest.mark.slow
 def test_nan_loss_stops_in_the_update(base_model_path):
     trainer = trainer_with()
-    loss = trainer.loss
+    loss = trainer.replay.loss
 
     def nan_loss(*args):
         value, stats = loss(*args)
         return value * math.nan, {**stats, "loss/total": math.nan}
 
-    trainer.loss = nan_loss
+    trainer.replay.loss = nan_loss
     with pytest.raises(guards.TrainingFault, match="iteration 1: non-finite loss/total"):
         trainer.train()
 
@@ -74,10 +74,10 @@ def test_nan_gradient_is_skipped_when_asked_and_the_weights_stay_put(base_model_
     trainer = trainer_with(on_nonfinite="skip")
     head = trainer.model.value_head.weight
     head.register_hook(lambda grad: grad * math.nan)  # every critic gradient is NaN
-    before = [p.detach().clone() for group in trainer.groups for p in group]
+    before = [p.detach().clone() for group in trainer.replay.groups for p in group]
     final = trainer.train()
     assert final["policy/skipped_minibatches"] == SMOKE["ppo_epochs"] * SMOKE["num_minibatches"]
-    after = [p.detach() for group in trainer.groups for p in group]
+    after = [p.detach() for group in trainer.replay.groups for p in group]
     assert all(torch.equal(a, b) for a, b in zip(after, before, strict=True))
 
     stopping = trainer_with()

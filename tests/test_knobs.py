@@ -55,13 +55,13 @@ def first_update_deltas(vf_coef: float) -> tuple[torch.Tensor, torch.Tensor]:
     """How far one update moves the policy's and the critic's parameters (flattened)."""
     cfg = PPOConfig(**SMOKE, ppo_epochs=1, num_minibatches=1, vf_coef=vf_coef, seed=1)
     trainer = PPOTrainer(cfg)
-    before = [[p.detach().clone() for p in group] for group in trainer.groups]
+    before = [[p.detach().clone() for p in group] for group in trainer.replay.groups]
     rollout = trainer.rollout(trainer.train_prompts[: cfg.batch_size])
     assert not any(x.is_inference() for x in rollout if torch.is_tensor(x))
     trainer.update(rollout, *trainer.advantages(rollout, trainer.token_rewards(rollout)))
     return tuple(
         torch.cat([(p.detach() - b).flatten() for p, b in zip(group, old, strict=True)])
-        for group, old in zip(trainer.groups, before, strict=True)
+        for group, old in zip(trainer.replay.groups, before, strict=True)
     )
 
 

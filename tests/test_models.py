@@ -237,9 +237,10 @@ def test_micro_batch_gradients_sum_to_the_minibatch_gradient(checkpoints):
     rows = torch.arange(8)
 
     def gradient(micro):
-        trainer.cfg = dataclasses.replace(trainer.cfg, micro_batch_size=micro)
-        stats = trainer.gradients(rollout, rows, advantages, returns)
-        return stats, [p.grad.clone() for group in trainer.groups for p in group]
+        replay = trainer.replay  # reads the micro-batch size from its own config
+        replay.cfg = dataclasses.replace(replay.cfg, micro_batch_size=micro)
+        stats = replay.gradients(rollout, rows, advantages, returns)
+        return stats, [p.grad.clone() for group in trainer.replay.groups for p in group]
 
     whole_stats, whole = gradient(None)
     for micro in (1, 3):  # 3 leaves a smaller last micro-batch

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from ppo_exp.config import PPOConfig
-from ppo_exp.ppo.trainer import PPOTrainer, minibatch_of
+from ppo_exp.ppo.rollout import minibatch_of
+from ppo_exp.ppo.trainer import PPOTrainer
 
 SMOKE = dict(iterations=1, batch_size=8, max_new_tokens=24, eval_every=0, eval_prompts=8,
              num_minibatches=2, ppo_epochs=2)

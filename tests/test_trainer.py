@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from ppo_exp.config import METRICS, PPOConfig
-from ppo_exp.ppo.trainer import PPOTrainer, lr_factor, train
+from ppo_exp.ppo.replay import lr_factor
+from ppo_exp.ppo.trainer import PPOTrainer, train
 from ppo_exp.task.base_model import load_causal_lm
 
 SMOKE = dict(iterations=3, batch_size=16, max_new_tokens=12, eval_every=0, eval_prompts=16)

@@ -117,7 +117,7 @@ def child(path: str, name: str, overrides: list[str]) -> None:
         "rollout_s": median("perf/rollout_s"),
         "update_s": median("perf/update_s"),
         "tokens_per_s": median("perf/tokens_per_s"),
-        "trained_parameters": sum(p.numel() for group in trainer.groups for p in group),
+        "trained_parameters": sum(p.numel() for group in trainer.replay.groups for p in group),
     }))
 
 

@@ -111,9 +111,9 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
         wraps = [
             (trainer, "rollout"), (trainer, "token_rewards"), (trainer, "advantages"),
             (trainer, "update"),
-            (trainer, "evaluate"), (trainer.scorer, None), (model.policy, "generate"),
+            (trainer, "evaluate"), (trainer.sampler.scorer, None), (model.policy, "generate"),
             (model, "forward"), (model.policy, "forward"), (model.critic, "forward"),
-            (trainer.ref, "logits"), (trainer.ref, "forward"), (trainer.optimizer, "step"),
+            (trainer.ref, "logits"), (trainer.ref, "forward"), (trainer.replay.optimizer, "step"),
         ]
         names = {
             "rollout": "rollout", "token_rewards": "kl_rewards", "advantages": "gae",
@@ -124,7 +124,7 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
             if owner is None or attribute and not hasattr(owner, attribute):
                 continue  # shared critic: no critic trunk
             if attribute is None:  # the reward scorer is a plain function
-                trainer.scorer = clock.wrap("reward", trainer.scorer)
+                trainer.sampler.scorer = clock.wrap("reward", trainer.sampler.scorer)
                 continue
             name = names.get(attribute)
             if attribute == "forward":

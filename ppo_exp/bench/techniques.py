@@ -25,7 +25,7 @@ from ppo_exp.bench.clock import patched
 @contextlib.contextmanager
 def full_length(trainer) -> Iterator[None]:
     """Every minibatch runs to the batch's longest response (no trimming)."""
-    from ppo_exp.ppo import trainer as module
+    from ppo_exp.ppo import replay as module
 
     original = module.minibatch_of
 
@@ -52,15 +52,15 @@ def separate_softmaxes(trainer) -> Iterator[None]:
 @contextlib.contextmanager
 def foreach_adamw(trainer) -> Iterator[None]:
     """AdamW stepping parameter lists (foreach) instead of one fused kernel."""
-    fused = trainer.optimizer
+    fused = trainer.replay.optimizer
     groups = [{"params": g["params"], "lr": g["lr"]} for g in fused.param_groups]
-    trainer.optimizer = torch.optim.AdamW(
+    trainer.replay.optimizer = torch.optim.AdamW(
         groups, eps=fused.defaults["eps"], weight_decay=0.0, foreach=True
     )
     try:
         yield
     finally:
-        trainer.optimizer = fused
+        trainer.replay.optimizer = fused
 
 
 @contextlib.contextmanager

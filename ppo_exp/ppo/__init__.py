@@ -1,2 +1,3 @@
 """The PPO algorithm for language models: pure maths (`gae`, `losses`), the actor-critic
-(`models`) and the training loop (`trainer`). It knows nothing of Hydra, MLflow or Optuna."""
+(`models`), sampling and scoring (`rollout`), the update (`replay`) and the training loop
+(`trainer`). It knows nothing of Hydra, MLflow or Optuna."""

@@ -54,7 +54,8 @@ def test_full_finetuning_keeps_trained_weights_and_adam_state_in_float32(qwen_bf
     assert all(p.is_cuda and p.dtype == torch.bfloat16 for p in trainer.ref.model.parameters())
     final = trainer.train()
     assert math.isfinite(final["loss/total"])
-    states = [trainer.replay.optimizer.state[p] for p in trained if p in trainer.replay.optimizer.state]
+    optimizer_state = trainer.replay.optimizer.state
+    states = [optimizer_state[p] for p in trained if p in optimizer_state]
     assert states and all(s["exp_avg"].dtype == torch.float32 and s["exp_avg"].is_cuda
                           for s in states)
 

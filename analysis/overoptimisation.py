@@ -19,7 +19,8 @@
 # Runs trained on a learned reward model (the proxy) with a gold scorer measured beside
 # it (`reward=learned reward.path=RM +reward@reward.gold=vader`): the held-out proxy and
 # gold rewards against d = √KL to the reference, per configuration, with Gao et al.'s
-# (2022) fit of the gold gain, d(α − βd), which peaks at d* = α / 2β. For a sweep
+# (2022) fit of the gold gain for RL, d(α − β log d), which peaks at d* = exp(α/β − 1)
+# when β > 0 (their best-of-n form, d(α − βd), is `form="bon"`). For a sweep
 # (`-m kl_coef=0.01,0.1 ...`) or a study (`-m study=overoptimisation`). Render it with
 # ```
 # python -m ppo_exp.analysis render --notebook overoptimisation \
@@ -71,14 +72,28 @@ display(analysis.plot_overoptimisation(curves, fits, max_panels=max_panels))
 
 # %% [markdown]
 # ## Fits and gold peaks, per configuration
-# `kl_peak_fit` is the KL at the fitted peak (NaN: the fit does not turn down);
+# `kl_peak_fit` is the KL at the fitted peak (NaN: the fit does not turn down; it may lie
+# beyond the KL the run reached), `fit_rmse` the fit's root-mean-square residual;
 # `gold_peak` and `kl_at_gold_peak` are the observed best held-out gold and its KL;
 # `drop` is how far the gold fell from that peak by the end of the run.
 
 # %%
-columns = ["label", "alpha", "beta", "kl_peak_fit", "gold_peak", "kl_at_gold_peak"]
-columns += ["gold_final", "proxy_final", "kl_final", "drop", "n_runs"]
+columns = ["label", "alpha", "beta", "fit_rmse", "kl_peak_fit", "gold_peak"]
+columns += ["kl_at_gold_peak", "gold_final", "proxy_final", "kl_final", "drop", "n_runs"]
 display(analysis.format_fits(fits.sort_values("gold_peak", ascending=False)[columns]))
+
+# %% [markdown]
+# Which of Gao et al.'s forms draws these curves better: the RL one (above) or their
+# best-of-n one, d(α − βd), by the median root-mean-square residual over configurations.
+
+# %%
+bon = analysis.gao_fits(curves, form="bon")
+print(
+    f"median fit_rmse: RL form {fits['fit_rmse'].median():.4f}, "
+    f"best-of-n form {bon['fit_rmse'].median():.4f} "
+    f"(the RL form fits better in {(fits['fit_rmse'] < bon['fit_rmse']).sum()} "
+    f"of {len(fits)} configurations)"
+)
 
 # %% [markdown]
 # ## Which hyperparameters move the gold peak

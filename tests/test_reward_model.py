@@ -86,12 +86,28 @@ def test_normalisation_by_hand():
     assert normalisation(torch.tensor([3.0, 3.0])) == (1.0, -3.0)
 
 
-def test_gao_fit_recovers_alpha_and_beta_by_hand():
+def test_gao_rl_fit_recovers_alpha_and_beta_by_hand():
+    # Gao et al.'s RL form, gain = d (0.4 - 0.2 log d): zero slope where
+    # 0.4 - 0.2 log d - 0.2 = 0, i.e. log d* = 1, d* = e (KL e^2 = 7.39)
+    d = [0.0, 0.5, 1.0, 2.0, 3.0]
+    gain = [0.0, 0.5 * (0.4 + 0.2 * math.log(2)), 0.4, 2 * (0.4 - 0.2 * math.log(2)),
+            3 * (0.4 - 0.2 * math.log(3))]  # fmt: skip
+    assert analysis.fit_gao(d, gain) == (pytest.approx(0.4), pytest.approx(0.2))
+    assert analysis.gao_peak(0.4, 0.2) == pytest.approx(math.e)
+    assert analysis.gao_curve(d, 0.4, 0.2).tolist() == pytest.approx(gain)
+    assert math.isnan(analysis.gao_peak(0.4, -0.1))  # beta <= 0: it never turns down
+    assert all(math.isnan(v) for v in analysis.fit_gao([0.0, 1.0], [0.0, 0.3]))
+
+
+def test_gao_best_of_n_fit_recovers_alpha_and_beta_by_hand():
     d = [0.0, 0.5, 1.0, 2.0, 3.0]
     gain = [x * (0.4 - 0.1 * x) for x in d]  # peak at d* = 0.4 / 0.2 = 2, KL 4
-    alpha, beta = analysis.fit_gao(d, gain)
-    assert (alpha, beta) == (pytest.approx(0.4), pytest.approx(0.1))
-    assert all(math.isnan(v) for v in analysis.fit_gao([0.0, 1.0], [0.0, 0.3]))
+    assert analysis.fit_gao(d, gain, form="bon") == (pytest.approx(0.4), pytest.approx(0.1))
+    assert analysis.gao_peak(0.4, 0.1, form="bon") == pytest.approx(2)
+    alpha, beta = analysis.fit_gao(d, gain)  # the RL form cannot draw this parabola
+    assert analysis.gao_curve(d, alpha, beta).tolist() != pytest.approx(gain, abs=1e-3)
+    with pytest.raises(ValueError, match="form must be one of"):
+        analysis.fit_gao(d, gain, form="ppo")
 
 
 def test_chat_messages_become_one_text():
@@ -152,6 +168,52 @@ def test_learns_that_the_longer_text_wins(base_model_path):
     )
     assert logged == [1, 2]
     assert metrics["eval/accuracy"] >= 0.95, metrics
+
+
+@pytest.mark.slow
+def test_the_critic_can_start_from_the_reward_model(tmp_path, mlflow_uri, base_model_path):
+    from transformers import AutoModelForSequenceClassification
+
+    from ppo_exp.config import ModelConfig
+    from ppo_exp.ppo.loading import build_models
+    from ppo_exp.task.base_model import load_tokenizer
+
+    # a reward model, trained briefly on pairs that differ, saved as the app saves it
+    train = Pairs(["a great stay, lovely staff"] * 8, ["awful, dirty room"] * 8)
+    cfg = RewardModelConfig(epochs=1, batch_size=8, lr=1e-3)
+    cfg.normalise.samples = 0
+    model, tokenizer, _ = train_reward_model(
+        cfg, train, train, base=str(base_model_path), log_metrics=lambda m, s: None
+    )
+    model.save_pretrained(tmp_path / "rm")
+    tokenizer.save_pretrained(tmp_path / "rm")
+
+    # model.value_model=<rm>: the critic's trunk holds the reward model's trunk, not the
+    # policy's; the value head starts at zero (the reward model's score head is not reused)
+    ppo_cfg = PPOConfig(model=ModelConfig(value_model=str(tmp_path / "rm")))
+    built = build_models(
+        ppo_cfg, load_tokenizer(base_model_path), device=torch.device("cpu"), dtype=torch.float32
+    )
+    critic = built.actor_critic.critic.state_dict()
+    rm_trunk = AutoModelForSequenceClassification.from_pretrained(tmp_path / "rm").base_model
+    policy_trunk = built.actor_critic.policy.base_model.state_dict()
+    assert critic.keys() == rm_trunk.state_dict().keys()
+    assert all(torch.equal(critic[k], v) for k, v in rm_trunk.state_dict().items())
+    assert not all(torch.equal(critic[k], policy_trunk[k]) for k in critic)
+    assert not built.actor_critic.value_head.weight.any()
+
+    # and through the real command: PPO on the reward model whose critic starts from it
+    args = [*TINY_RUN, "reward=learned", "reward.path=rm", "model.value_model=rm"]
+    result = run_cli(*args, "+reward@reward.gold=vader", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    mlflow.set_tracking_uri(mlflow_uri)
+    (run,) = mlflow.search_runs(
+        experiment_names=["ppo_exp"],
+        filter_string="tags.`ppo_exp.kind` = 'run'",
+        output_format="list",
+    )
+    metrics = run.data.metrics
+    assert math.isfinite(metrics["loss/value"]) and "eval/gold_mean" in metrics
 
 
 def _chat(text: str) -> list[dict]:

@@ -19,8 +19,9 @@ The notebooks in `analysis/` are thin: every number they show comes from here.
   by default);
 - `conclusions`: a few sentences written from the numbers above;
 - over-optimisation (runs trained on a learned proxy with `reward.gold`):
-  `gold_proxy_curves` (proxy and gold against sqrt(KL)), `fit_gao` and `gao_fits`
-  (Gao et al.'s d(alpha - beta d) per configuration, and where the gold peaked),
+  `gold_proxy_curves` (proxy and gold against sqrt(KL)), `fit_gao`, `gao_curve`,
+  `gao_peak` and `gao_fits` (Gao et al.'s RL form d(alpha - beta log d), or their
+  best-of-n form d(alpha - beta d), per configuration, and where the gold peaked),
   `peak_effects` (which hyperparameters move the peak), `overoptimisation_summary`,
   `plot_overoptimisation`, `format_fits`;
 - `plot_*`: matplotlib figures of these tables (`Figure` objects: no global state);
@@ -53,7 +54,9 @@ from ppo_exp.analysis._load import cast_param, load_runs
 from ppo_exp.analysis._overopt import (
     fit_gao,
     format_fits,
+    gao_curve,
     gao_fits,
+    gao_peak,
     gold_proxy_curves,
     overoptimisation_summary,
     peak_effects,
@@ -98,7 +101,9 @@ __all__ = [
     "fit_gao",
     "format_fits",
     "format_value",
+    "gao_curve",
     "gao_fits",
+    "gao_peak",
     "gold_proxy_curves",
     "has_params",
     "hyperparameters",

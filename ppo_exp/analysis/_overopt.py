@@ -3,8 +3,14 @@
 A run trained on a learned proxy with a gold scorer beside it (`reward.gold`) logs, at
 every held-out eval, the proxy (`eval/reward_mean`), the gold (`eval/gold_mean`) and the
 KL to the reference (`eval/kl`). Gao et al. 2022 ("Scaling Laws for Reward Model
-Overoptimization") model the gold gain over the starting policy as d(alpha - beta d),
-d = sqrt(KL): it rises, peaks at d* = alpha / (2 beta) and falls when beta > 0.
+Overoptimization") model the gold gain over the starting policy as a function of
+d = sqrt(KL), with R(0) = 0, in a form that depends on the optimiser:
+
+- RL (PPO, what this project trains): R(d) = d (alpha - beta log d), which peaks at
+  d* = exp(alpha / beta - 1) when beta > 0;
+- best-of-n: R(d) = d (alpha - beta d), which peaks at d* = alpha / (2 beta).
+
+PPO runs are fitted with the RL form; `form="bon"` fits the other for comparison.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from ppo_exp.analysis._plots import _grid
 from ppo_exp.analysis._select import config_labels, format_value, hyperparameters
 from ppo_exp.analysis._stats import rank_correlations
 
+_FORM_TEXT = {"rl": "d(α − β log d)", "bon": "d(α − βd)"}
 OVEROPT_METRICS = {"eval/kl": "kl", "eval/reward_mean": "proxy", "eval/gold_mean": "gold"}
 
 
@@ -54,12 +61,38 @@ def gold_proxy_curves(tracking_uri: str | None, runs: pd.DataFrame) -> pd.DataFr
     return curves[[*columns, "proxy_gain", "gold_gain"]].reset_index(drop=True)
 
 
-def fit_gao(d: Sequence[float], gain: Sequence[float]) -> tuple[float, float]:
-    """Least-squares fit of gain = d (alpha - beta d), no intercept (gain 0 at d = 0).
+GAO_FORMS = ("rl", "bon")  # Gao et al.'s functional forms: RL d(a - b log d), BoN d(a - b d)
+
+
+def _check_form(form: str) -> None:
+    if form not in GAO_FORMS:
+        raise ValueError(f"form must be one of {GAO_FORMS}, got {form!r}")
+
+
+def _overoptimisation_term(d: np.ndarray, form: str) -> np.ndarray:
+    """What beta multiplies inside the bracket: log d (RL) or d (best-of-n), 0 at d = 0."""
+    _check_form(form)
+    if form == "bon":
+        return d
+    return np.log(d, out=np.zeros_like(d), where=d > 0)  # d log d -> 0 as d -> 0
+
+
+def gao_curve(
+    d: Sequence[float] | np.ndarray, alpha: float, beta: float, *, form: str = "rl"
+) -> np.ndarray:
+    """Gao et al.'s gold gain at d = sqrt(KL): d (alpha - beta log d) for RL, d (alpha -
+    beta d) for best-of-n."""
+    d = np.asarray(d, dtype=float)
+    return d * (alpha - beta * _overoptimisation_term(d, form))
+
+
+def fit_gao(d: Sequence[float], gain: Sequence[float], *, form: str = "rl") -> tuple[float, float]:
+    """Least-squares fit of one of Gao et al.'s forms, no intercept (gain 0 at d = 0).
 
     Args:
         d: sqrt(KL) of each point.
         gain: gold gain over the starting policy at each point.
+        form: "rl", gain = d (alpha - beta log d) (PPO); "bon", gain = d (alpha - beta d).
 
     Returns:
         (alpha, beta); NaN for both with fewer than two points at d > 0.
@@ -67,37 +100,58 @@ def fit_gao(d: Sequence[float], gain: Sequence[float]) -> tuple[float, float]:
     d, gain = np.asarray(d, dtype=float), np.asarray(gain, dtype=float)
     if (d > 0).sum() < 2:
         return math.nan, math.nan
-    design = np.column_stack([d, -(d**2)])  # (N, 2)
+    design = np.column_stack([d, -d * _overoptimisation_term(d, form)])  # (N, 2)
     (alpha, beta), *_ = np.linalg.lstsq(design, gain, rcond=None)
     return float(alpha), float(beta)
 
 
-def gao_fits(curves: pd.DataFrame, runs: pd.DataFrame | None = None) -> pd.DataFrame:
+def gao_peak(alpha: float, beta: float, *, form: str = "rl") -> float:
+    """d* where the fitted gain peaks; NaN when the curve never turns down.
+
+    RL: d (alpha - beta log d) has zero slope at log d* = alpha / beta - 1, a maximum when
+    beta > 0 (inf past float range). Best-of-n: d* = alpha / (2 beta), when both are > 0.
+    """
+    _check_form(form)
+    if not (math.isfinite(alpha) and math.isfinite(beta)) or beta <= 0:
+        return math.nan
+    if form == "bon":
+        return alpha / (2 * beta) if alpha > 0 else math.nan
+    exponent = alpha / beta - 1
+    return math.exp(exponent) if exponent < 700 else math.inf
+
+
+def gao_fits(
+    curves: pd.DataFrame, runs: pd.DataFrame | None = None, *, form: str = "rl"
+) -> pd.DataFrame:
     """Per configuration (`label`): the fitted curve, and where the gold reward peaked.
 
     Args:
         curves: `gold_proxy_curves` output (the seeds of a configuration are pooled).
         runs: the runs, for their hyperparameter columns (`params.*`); optional.
+        form: Gao et al.'s form fitted: "rl" (PPO's, the default) or "bon" (best-of-n).
 
     Returns:
-        One row per label: alpha, beta, kl_peak_fit (d*^2, NaN when the fit has no
-        interior peak: beta <= 0 or alpha <= 0), gold_peak (highest mean gold over the
+        One row per label: form, alpha, beta, fit_rmse (root-mean-square residual of the
+        fit), kl_peak_fit (d*^2, NaN when the fit does not turn down: `gao_peak`),
+        gold_peak (highest mean gold over the
         evals), kl_at_gold_peak (the mean KL there), gold_final, kl_final, proxy_final,
         drop (gold_peak - gold_final: > 0 when the gold turned down while training went
         on), n_runs; then the configuration's `params.*` values.
     """
     rows = []
     for label, group in curves.groupby("label", sort=False):
-        alpha, beta = fit_gao(group["d"], group["gold_gain"])
+        alpha, beta = fit_gao(group["d"], group["gold_gain"], form=form)
+        residual = group["gold_gain"] - gao_curve(group["d"], alpha, beta, form=form)
         mean = group.groupby("step")[["kl", "gold", "proxy"]].mean()  # over seeds
         peak = mean["gold"].idxmax()
-        has_peak = beta > 0 and alpha > 0
         rows.append(
             {
                 "label": label,
+                "form": form,
                 "alpha": alpha,
                 "beta": beta,
-                "kl_peak_fit": (alpha / (2 * beta)) ** 2 if has_peak else math.nan,
+                "fit_rmse": float(np.sqrt(np.mean(residual**2))),
+                "kl_peak_fit": gao_peak(alpha, beta, form=form) ** 2,
                 "gold_peak": mean.loc[peak, "gold"],
                 "kl_at_gold_peak": mean.loc[peak, "kl"],
                 "gold_final": mean["gold"].iloc[-1],
@@ -155,7 +209,8 @@ def overoptimisation_summary(
     fitted = fits["kl_peak_fit"].dropna()
     if len(fitted):
         text.append(
-            f"The fit d(alpha - beta d) has an interior peak in {len(fitted)} of them, "
+            f"Gao et al.'s {_FORM_TEXT[fits['form'].iloc[0]]} turns down in {len(fitted)} "
+            "of them, "
             f"at a median KL of {fitted.median():.2f} nats."
         )
     significant = effects[(effects["p_value"] < alpha) & (effects["target"] != "drop")]
@@ -191,7 +246,8 @@ def plot_overoptimisation(
         fit = fits.set_index("label").loc[label]
         if np.isfinite(fit["alpha"]):
             d = np.linspace(0, max(group["d"].max(), 1e-6), 50)
-            ax.plot(d, d * (fit["alpha"] - fit["beta"] * d), ":", color="k", label="fit d(α−βd)")
+            gain = gao_curve(d, fit["alpha"], fit["beta"], form=fit["form"])
+            ax.plot(d, gain, ":", color="k", label=f"fit {_FORM_TEXT[fit['form']]}")
         ax.axhline(0, color="0.8", lw=0.8)
         ax.set(title=label[:60], xlabel="√KL (√nats)", ylabel="gain over the base policy")
         ax.title.set_fontsize("small")

@@ -36,7 +36,9 @@ class PreferencesConfig:
     test_size: float = 0.2  # share of pairs held out (when there is no test_split), in (0, 1)
     # --- source=embedded: pairs of responses of the default model on the review prompts,
     # labelled by VADER (the gold scorer) through a Bradley-Terry annotator
-    pairs: int = 2000  # pairs built (train + held out); exact ties in VADER are dropped
+    pairs: int = 8000  # pairs built (train + held out); exact ties in VADER are dropped;
+    # 8000 (6400 to train) gives ~93% held-out accuracy against the noise-free VADER order,
+    # 4000 about 90%, 2000 about 87% (README, "What the reward-model pipeline measured")
     temperature: float = 0.1  # annotator: P(a preferred) = sigmoid((vader_a - vader_b) / T);
     # 0 = always the higher VADER score
     label_noise: float = 0.0  # annotator: share of labels flipped at random on top, [0, 0.5)

@@ -66,6 +66,7 @@ def train_and_track(cfg: DictConfig) -> tuple[dict[str, float], float]:
         tracking.start_run(ppo_cfg, cfg, name=name, parent_run_id=trial.parent_run_id) as tracker,
     ):
         mlflow.set_tag("ppo_exp.threads", threads)  # as torch reports it
+        mlflow.set_tags(hardware_tags(ppo_cfg))
         if gpu is not None:
             mlflow.set_tag("ppo_exp.gpu", gpu)
         trackers: list = [tracker]
@@ -82,6 +83,15 @@ def train_and_track(cfg: DictConfig) -> tuple[dict[str, float], float]:
         hf_logging.disable_progress_bar()  # one progress bar, ours: none per weight load
 
         return train(ppo_cfg, trackers), time.perf_counter() - started
+
+
+def hardware_tags(cfg) -> dict[str, str]:
+    """`model.device` and `model.dtype` as resolved on this machine ("auto" made concrete)."""
+    from ppo_exp.ppo.hardware import resolve_device, resolve_dtype
+
+    device = resolve_device(cfg.model.device)
+    dtype = resolve_dtype(cfg.model.dtype, device)
+    return {"ppo_exp.device": str(device), "ppo_exp.dtype": str(dtype).removeprefix("torch.")}
 
 
 def objective_of(metrics: dict[str, float], name: str) -> float:

@@ -100,5 +100,6 @@ def test_the_command_trains_on_the_gpu_with_a_classifier_reward(
     mlflow.set_tracking_uri(mlflow_uri)
     (run,) = mlflow.search_runs(experiment_names=["ppo_exp"], output_format="list")
     assert run.info.status == "FINISHED"
-    assert run.data.params["model.device"] == "cuda"
+    assert run.data.tags["ppo_exp.device"] == "cuda"
+    assert run.data.tags["ppo_exp.dtype"] == "bfloat16"
     assert math.isfinite(run.data.metrics["loss/total"])

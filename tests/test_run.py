@@ -26,6 +26,8 @@ def test_smoke_run_is_tracked(tmp_path, mlflow_uri, base_model_path):
     assert run.data.params["model"] == "tiny-reviews"
     assert run.data.tags["ppo_exp.kind"] == "run"
     assert run.data.tags["ppo_exp.overrides"].startswith("train=smoke")
+    # model.device / model.dtype "auto" as resolved here: no GPU on CI, so the CPU in float32
+    assert (run.data.tags["ppo_exp.device"], run.data.tags["ppo_exp.dtype"]) == ("cpu", "float32")
     # MLflow's own context tags: the commit of this checkout, for reproducibility
     assert len(run.data.tags["mlflow.source.git.commit"]) == 40
     for name in ("eval/reward_mean", "rollout/kl", "policy/clipfrac", "value/explained_var"):

@@ -15,6 +15,8 @@ cores this process may use divided by the jobs its launch runs at once on this m
   never more than the jobs in flight: a study's `hydra.sweeper.n_jobs` trials × seeds, a
   plain sweep's batch (all its jobs, or `hydra.sweeper.max_batch_size` of them);
 - submitit_local starts every job in flight at once;
+- Ray runs a job on a machine with `hydra.launcher.ray.remote.num_cpus` free CPUs (1
+  unless set): at most cores / num_cpus jobs there, and never more than the jobs in flight;
 - submitit_slurm gives each job its own allocation: SLURM binds the job to its
   `cpus_per_task` cores, seen as this process's CPU affinity.
 
@@ -62,6 +64,11 @@ def jobs_at_once(hydra: DictConfig, n_cores: int) -> int:
         return min(workers, in_flight) if in_flight else workers
     if "submitit" in launcher and "LocalLauncher" in launcher:
         return jobs_in_flight(hydra) or n_cores
+    if "hydra_ray_launcher" in launcher:  # Ray fits cores / num_cpus jobs on a machine
+        per_job = OmegaConf.select(hydra, "launcher.ray.remote.num_cpus") or 1
+        fit = max(1, n_cores // per_job)
+        in_flight = jobs_in_flight(hydra)
+        return min(fit, in_flight) if in_flight else fit
     return 1  # basic: one at a time; slurm: the job's own allocation
 
 

@@ -8,6 +8,7 @@ MLflow parent run) must travel in its own config: these tests fail if it does no
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import signal
 import socket
@@ -46,7 +47,14 @@ LAUNCHERS = {
     "basic": ["threads=1"],  # in-process, one trial at a time
     "joblib": JOBLIB,
     "submitit_local": ["hydra/launcher=submitit_local", "hydra.sweeper.n_jobs=2"],
+    "ray": ["hydra/launcher=ray", "hydra.sweeper.n_jobs=2"],
 }
+RAY_MISSING = importlib.util.find_spec("hydra_plugins.hydra_ray_launcher") is None
+NEEDS_RAY = pytest.mark.skipif(
+    RAY_MISSING,
+    reason="hydra-ray-launcher is not installed: it pins cloudpickle<3, which joblib>=1.6 "
+    "refuses, so it lives in its own venv (README: Parallel trials, Ray)",
+)
 
 
 @pytest.fixture
@@ -60,7 +68,9 @@ def assert_no_run_left_running(wd: Workdir) -> None:
     assert not running, running
 
 
-@pytest.mark.parametrize("launcher", list(LAUNCHERS))
+@pytest.mark.parametrize(
+    "launcher", [pytest.param(n, marks=NEEDS_RAY if n == "ray" else ()) for n in LAUNCHERS]
+)
 def test_a_study_runs_the_same_on_every_launcher(wd, launcher):
     del wd.env["OMP_NUM_THREADS"]  # jobs pick their threads themselves
     result = wd.run("hydra.sweeper.n_trials=4", *LAUNCHERS[launcher])
@@ -265,8 +275,13 @@ def test_a_failing_job_of_a_parallel_sweep_fails_the_parent_and_keeps_the_rest(w
 
 @pytest.mark.parametrize(
     "launcher,seeds,beside",
-    [("joblib", "0", 1), ("joblib", "0,1", 2), ("submitit_local", "0", 1)],
-    ids=["joblib-alone", "joblib-two", "submitit_local-alone"],
+    [
+        ("joblib", "0", 1),
+        ("joblib", "0,1", 2),
+        ("submitit_local", "0", 1),
+        pytest.param("ray", "0", 1, marks=NEEDS_RAY),
+    ],
+    ids=["joblib-alone", "joblib-two", "submitit_local-alone", "ray-alone"],
 )
 def test_a_plain_sweep_job_shares_the_cores_with_the_jobs_beside_it(wd, launcher, seeds, beside):
     del wd.env["OMP_NUM_THREADS"]  # jobs pick their threads themselves

@@ -17,6 +17,7 @@ from ppo_exp.resources import (
 JOBLIB = "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"
 LOCAL = "hydra_plugins.hydra_submitit_launcher.submitit_launcher.LocalLauncher"
 SLURM = "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
+RAY = "hydra_plugins.hydra_ray_launcher.ray_launcher.RayLauncher"
 BASIC = "hydra._internal.core_plugins.basic_launcher.BasicLauncher"
 STUDY = {"_target_": "hydra_plugins.ppo_exp_sweeper.OptunaStudySweeper", "n_jobs": 2,
          "seeds": [0, 1]}  # fmt: skip
@@ -36,6 +37,11 @@ def test_jobs_at_once_follow_the_launcher_and_the_study():
     # submitit_local starts a study's trials x seeds at once; an unknown sweep: all cores
     assert jobs_at_once(hydra({"_target_": LOCAL}, STUDY), 8) == 4
     assert jobs_at_once(hydra({"_target_": LOCAL}, SWEEP), 8) == 8
+    # Ray: cores / num_cpus per job fit on a machine, capped by the jobs in flight
+    ray = {"_target_": RAY, "ray": {"remote": {"num_cpus": 2}}}
+    assert jobs_at_once(hydra(ray, STUDY), 8) == 4
+    assert jobs_at_once(hydra(ray, STUDY), 4) == 2
+    assert jobs_at_once(hydra({"_target_": RAY, "ray": {"remote": {}}}, SWEEP), 8) == 8
     # in-process, or a SLURM job with its own allocation: alone
     assert jobs_at_once(hydra({"_target_": BASIC}, STUDY), 8) == 1
     assert jobs_at_once(hydra({"_target_": SLURM}, STUDY), 8) == 1

@@ -34,7 +34,7 @@ from optuna.trial import TrialState
 from ppo_exp.checks import mask, refuse
 from ppo_exp.config import ConfigError, PPOConfig
 from ppo_exp.ppo.guards import TrainingFault
-from ppo_exp.study import report, runs
+from ppo_exp.study import launchers, report, runs
 from ppo_exp.study.algorithms import PRUNERS, SAMPLERS, build
 from ppo_exp.study.checks import validate_study
 from ppo_exp.study.settings import StudySweeperConf, plain
@@ -141,7 +141,7 @@ class StudySweeper(Sweeper):
                 "hydra.sweeper.n_jobs",
                 n_jobs,
                 "1 with the basic launcher, which runs jobs in this process; for parallel "
-                "trials add hydra/launcher=joblib (or submitit_local, submitit_slurm)",
+                "trials add hydra/launcher=joblib (or submitit_local, submitit_slurm, ray)",
             )
 
     def _load_study(self, *, create: bool = False) -> optuna.Study:
@@ -161,6 +161,7 @@ class StudySweeper(Sweeper):
         if self.settings.n_jobs == 1:  # in this thread: Ctrl-C reaches the running job directly
             self._slot(space, arguments)
             return
+        launchers.start(self.launcher)  # a cluster the slots would race to start (Ray)
         with ThreadPoolExecutor(self.settings.n_jobs, thread_name_prefix="trial-slot") as pool:
             slots = [pool.submit(self._slot, space, arguments) for _ in range(self.settings.n_jobs)]
             for slot in slots:  # the first error, once every slot has stopped

@@ -207,7 +207,8 @@ class PPOConfig:
     # eos plus the checkpoint's generation_config.eos_token_id list
     micro_batch_size: int | None = None  # rows per forward/backward inside a minibatch, with
     # the gradients accumulated: one optimiser step per minibatch as before; null = whole
-    rollout_micro_batch: int | None = None  # rows per rollout forward pass; null = whole batch
+    rollout_micro_batch: int | None = None  # rows per rollout forward pass; null = batch_size
+    # (the held-out eval's eval_prompts rows also go batch_size at a time: same metrics)
     objective: str = "eval/reward_mean"  # metric returned to sweepers (last logged value)
     threads: int | None = None  # torch intra-op threads of this job, set before any tensor
     # work; null = $OMP_NUM_THREADS if set, else the CPU cores available to the job / the

@@ -1,6 +1,8 @@
-"""The trainer's speed-ups change no result: trimmed minibatches."""
+"""The trainer's speed-ups change no result: trimmed minibatches, the eval in chunks."""
 
 from __future__ import annotations
+
+import dataclasses
 
 import pytest
 import torch
@@ -45,3 +47,26 @@ def test_a_trimmed_minibatch_gives_the_same_outputs_at_every_real_position(train
                                atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(values_cut[real], values_full[:, :longest][real],
                                atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.slow
+def test_the_eval_scores_a_training_batch_at_a_time_with_the_same_metrics(base_model_path):
+    # 10 held-out prompts, batch_size 4: the forwards see 4, 4 and 2 rows, never all 10
+    # (the eval's logits would otherwise set the run's peak memory), with the same metrics.
+    trainer = PPOTrainer(PPOConfig(**{**SMOKE, "batch_size": 4, "eval_prompts": 10}))
+    rows: list[int] = []
+    forward = trainer.model.forward
+
+    def counting(input_ids, *args, **kwargs):
+        rows.append(len(input_ids))
+        return forward(input_ids, *args, **kwargs)
+
+    trainer.model.forward = counting
+    chunked = trainer.evaluate()
+    assert rows == [4, 4, 2]
+    rows.clear()
+    sampler = trainer.sampler
+    sampler.cfg = dataclasses.replace(sampler.cfg, rollout_micro_batch=10)  # all at once
+    whole = trainer.evaluate()
+    assert rows == [10]
+    assert chunked == whole

@@ -111,12 +111,14 @@ class Sampler:
         Recomputed with the same full forward pass the update uses (rather than taken from
         generate's KV-cached scores), so the first minibatch's ratio is exactly 1 and not a
         numerical artefact. Logits are divided by the sampling temperature, as in the
-        N-implementation-details paper. `rollout_micro_batch` rows at a time, so only that
-        many (T, V) logits tensors are alive at once.
+        N-implementation-details paper. `rollout_micro_batch` rows at a time (unset: a
+        training batch, `batch_size`, so the held-out eval's `eval_prompts` rows never
+        hold more memory than training does), so only that many (T, V) logits tensors
+        are alive at once.
         """
         cfg, T = self.cfg, response.shape[1]
         chunks = []
-        for rows in torch.arange(len(response)).split(cfg.rollout_micro_batch or len(response)):
+        for rows in torch.arange(len(response)).split(cfg.rollout_micro_batch or cfg.batch_size):
             inputs = (input_ids[rows], attention_mask[rows], position_ids[rows], T)
             with autocast(self.device, self.dtype):
                 logits, values = self.model(*inputs)

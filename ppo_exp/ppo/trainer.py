@@ -11,9 +11,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
@@ -25,7 +27,7 @@ from transformers import set_seed
 from ppo_exp import model_checks
 from ppo_exp.config import PPOConfig
 from ppo_exp.data import Prompt, load_prompts
-from ppo_exp.ppo import control, guards, losses
+from ppo_exp.ppo import checkpoint, control, guards, losses
 from ppo_exp.ppo.gae import compute_gae
 from ppo_exp.ppo.hardware import resolve_device, resolve_dtype
 from ppo_exp.ppo.loading import build_models, policy_path
@@ -49,10 +51,17 @@ class Tracker(Protocol):
 
 class PPOTrainer:
     """Holds the models, the sampler (ppo/rollout.py), the replay with its optimiser
-    (ppo/replay.py) and the KL coefficient; `train()` runs the loop."""
+    (ppo/replay.py) and the KL coefficient; `train()` runs the loop.
 
-    def __init__(self, cfg: PPOConfig):
-        self.cfg = cfg
+    With a `job_dir`, checkpoints go to its `checkpoints/` every `checkpoint_every`
+    iterations and after the last, carrying `meta` (ppo/checkpoint.py); `restore` puts a
+    checkpoint back, and `train()` then goes on after its iteration.
+    """
+
+    def __init__(
+        self, cfg: PPOConfig, *, job_dir: Path | None = None, meta: dict | None = None
+    ):
+        self.cfg, self.job_dir, self.meta = cfg, job_dir, meta or {}
         set_seed(cfg.seed)  # python, numpy and torch
         model_checks.check(cfg)  # paths, positions, devices, LoRA targets: before any weights
         self.device = resolve_device(cfg.model.device)
@@ -84,6 +93,44 @@ class PPOTrainer:
         self.iteration = 0  # the PPO iteration running, named by a numeric fault
         self.divergence_streak = 0  # iterations in a row with approx-KL beyond its bound
         self.prompt_rng = torch.Generator().manual_seed(cfg.seed)
+        self.start = 0  # the last iteration done: 0, or a restored checkpoint's
+        self.last: dict[str, float] = {}  # the last value of every metric logged
+        # held-out score and reward at each eval after step 0 (learning-curve areas)
+        self.eval_history: dict[str, list[float]] = {"eval/score": [], "eval/reward_mean": []}
+
+    # -- checkpoints ----------------------------------------------------------------------
+
+    def state(self) -> dict:
+        """Everything but the weights that the next iteration reads, for a checkpoint."""
+        return {
+            "optimizer": self.replay.optimizer.state_dict(),
+            "lr_schedule": self.replay.lr_schedule.state_dict(),
+            "scaler": self.replay.scaler.state_dict(),
+            "kl_coef": self.kl_coef,
+            "divergence_streak": self.divergence_streak,
+            "eval_history": self.eval_history,
+            "last": self.last,
+            "rng": checkpoint.rng_states({"prompts": self.prompt_rng}),
+        }
+
+    def save_checkpoint(self, iteration: int) -> None:
+        checkpoint.save(
+            self.job_dir, iteration, model=self.model, tokenizer=self.tokenizer,
+            state=self.state(), config=dataclasses.asdict(self.cfg), meta=self.meta,
+        )
+
+    def restore(self, folder: Path) -> None:
+        """Load a checkpoint of this run: the next `train()` goes on after its iteration."""
+        checkpoint.load_weights(folder, self.model)
+        state = checkpoint.load_state(folder)
+        self.replay.optimizer.load_state_dict(state["optimizer"])
+        self.replay.lr_schedule.load_state_dict(state["lr_schedule"])
+        self.replay.scaler.load_state_dict(state["scaler"])
+        self.kl_coef, self.divergence_streak = state["kl_coef"], state["divergence_streak"]
+        self.eval_history, self.last = state["eval_history"], state["last"]
+        checkpoint.set_rng_states(state["rng"], {"prompts": self.prompt_rng})
+        self.start = checkpoint.read_info(folder)["iteration"]
+        log.info("resumed from %s: iteration %d of %d", folder, self.start, self.cfg.iterations)
 
     # -- 1-2. rollout and score --------------------------------------------------------
 
@@ -203,19 +250,20 @@ class PPOTrainer:
 
     def train(self, trackers: Sequence[Tracker] = ()) -> dict[str, float]:
         """Run `iterations` PPO iterations; return the last value of every metric."""
-        cfg = self.cfg
-        last: dict[str, float] = {}
+        cfg, last, history = self.cfg, self.last, self.eval_history
 
         def emit(metrics: dict[str, float], step: int) -> None:
             last.update(metrics)
             for tracker in trackers:
                 tracker.log_metrics(metrics, step)
 
-        eval_metrics = self.evaluate()  # step 0: the base model
-        emit({**eval_metrics, **self.data_metrics()}, 0)
-        eval_scores: list[float] = []  # held-out score at each eval after step 0
-        eval_rewards: list[float] = []  # and held-out reward
-        bar = tqdm(range(1, cfg.iterations + 1), desc="PPO", unit="it", dynamic_ncols=True)
+        if self.start == 0:
+            eval_metrics = self.evaluate()  # step 0: the base model
+            emit({**eval_metrics, **self.data_metrics()}, 0)
+        bar = tqdm(
+            range(self.start + 1, cfg.iterations + 1), desc="PPO", unit="it",
+            dynamic_ncols=True, initial=self.start, total=cfg.iterations,
+        )
         for it in bar:
             t0 = time.perf_counter()
             picks = torch.randint(
@@ -263,17 +311,21 @@ class PPOTrainer:
             self.replay.lr_schedule.step()
             if it == cfg.iterations or (cfg.eval_every and it % cfg.eval_every == 0):
                 eval_metrics = self.evaluate()
-                eval_scores.append(eval_metrics["eval/score"])
-                eval_rewards.append(eval_metrics["eval/reward_mean"])
+                for name, values in history.items():
+                    values.append(eval_metrics[name])
                 # Areas under the held-out learning curves: they credit getting there
                 # early, so settings still differ when every run ends up saturated.
-                eval_metrics["eval/score_auc"] = float(np.mean(eval_scores))
-                eval_metrics["eval/reward_auc"] = float(np.mean(eval_rewards))
+                eval_metrics["eval/score_auc"] = float(np.mean(history["eval/score"]))
+                eval_metrics["eval/reward_auc"] = float(np.mean(history["eval/reward_mean"]))
                 metrics.update(eval_metrics)
             emit(metrics, it)
             if cfg.sample_every and (it % cfg.sample_every == 0 or it == cfg.iterations):
                 for tracker in trackers:
                     tracker.log_samples(self.samples_table(prompts, rollout), it)
+            if self.job_dir is not None and checkpoint.is_due(
+                it, every=cfg.checkpoint_every, iterations=cfg.iterations
+            ):
+                self.save_checkpoint(it)
             bar.set_postfix(
                 reward=f"{metrics['rollout/reward_mean']:.3f}",
                 kl=f"{kl_per_response:.2f}",
@@ -283,6 +335,24 @@ class PPOTrainer:
         return last
 
 
-def train(cfg: PPOConfig, trackers: Sequence[Tracker] = ()) -> dict[str, float]:
-    """Build the models for `cfg` and run the whole PPO training; return the final metrics."""
-    return PPOTrainer(cfg).train(trackers)
+def train(
+    cfg: PPOConfig,
+    trackers: Sequence[Tracker] = (),
+    *,
+    job_dir: Path | None = None,
+    resume: Path | None = None,
+    meta: dict | None = None,
+) -> dict[str, float]:
+    """Build the models for `cfg` and run the whole PPO training; return the final metrics.
+
+    Args:
+        cfg: the run's settings.
+        trackers: receive every metric and samples table.
+        job_dir: where checkpoints go (`checkpoints/`); None = no checkpoints.
+        resume: a checkpoint of this run to go on from (ppo/checkpoint.py).
+        meta: stored with each checkpoint, given back on resume (e.g. a tracking run id).
+    """
+    trainer = PPOTrainer(cfg, job_dir=job_dir, meta=meta)
+    if resume is not None:
+        trainer.restore(resume)
+    return trainer.train(trackers)

@@ -126,6 +126,8 @@ class GoldConfig(RewardConfig):
 class MlflowConfig:
     tracking_uri: str | None = None  # None: $MLFLOW_TRACKING_URI, else MLflow's sqlite:///mlflow.db
     experiment: str = "ppo_exp"  # MLflow experiment that holds the runs
+    log_model: bool = True  # log the final policy (checkpoint's policy/ folder) as the run's
+    # artifact `policy/`; studies turn it off (conf/study_base.yaml): a trial's is in its job dir
 
 
 @dataclass
@@ -210,6 +212,11 @@ class PPOConfig:
     rollout_micro_batch: int | None = None  # rows per rollout forward pass; null = batch_size
     # (the held-out eval's eval_prompts rows also go batch_size at a time: same metrics)
     objective: str = "eval/reward_mean"  # metric returned to sweepers (last logged value)
+    checkpoint_every: int | None = None  # save a checkpoint every N iterations into the job
+    # dir's checkpoints/ (ppo/checkpoint.py), and always after the last; null or 0 = the last only
+    resume: str | None = None  # continue a run: a checkpoint folder or a job dir (its newest
+    # checkpoint), or "auto" (this job dir's newest, else a fresh start); null = fresh start.
+    # The config must match the checkpoint's but for budget keys (checkpoint.BUDGET_KEYS)
     threads: int | None = None  # torch intra-op threads of this job, set before any tensor
     # work; null = $OMP_NUM_THREADS if set, else the CPU cores available to the job / the
     # jobs its launch runs at once on that machine (ppo_exp/resources.py)
@@ -287,6 +294,12 @@ def validate(cfg: PPOConfig) -> None:
     for key in ("eval_every", "sample_every"):
         value = getattr(cfg, key)
         _check(value >= 0, key, value, "an integer >= 0 (0 = only at the end / off)")
+    _check(
+        cfg.checkpoint_every is None or cfg.checkpoint_every >= 0, "checkpoint_every",
+        cfg.checkpoint_every, "an integer >= 0, or null (0 and null: after the last only)",
+    )
+    _check(cfg.resume is None or bool(cfg.resume), "resume", cfg.resume,
+           "a checkpoint folder, a job dir, auto, or null")
     _check(
         cfg.threads is None or cfg.threads >= 1, "threads", cfg.threads, "an integer >= 1, or null"
     )
@@ -398,7 +411,8 @@ def mlflow_params(cfg: PPOConfig) -> dict[str, object]:
     return params
 
 
-_SECTIONS = ("model", "data", "reward", "mlflow", "optuna", "threads")  # not hyperparameters
+# not hyperparameters: sections, and settings of how a job runs rather than what it trains
+_SECTIONS = ("model", "data", "reward", "mlflow", "optuna", "threads", "checkpoint_every", "resume")
 
 
 def _reward_name(reward: RewardConfig) -> str | None:

@@ -12,8 +12,10 @@ import os
 import signal
 import sys
 import time
+from pathlib import Path
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
 from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -23,6 +25,7 @@ from ppo_exp.config import ConfigError, PPOConfig, preflight, to_config
 from ppo_exp.lifecycle import Stopped, stop_on_signals
 from ppo_exp.ppo.guards import TrainingFault
 from ppo_exp.resources import pinned_threads_override
+from ppo_exp.resume import RUN_ID, ResumePoint, resume_point
 from ppo_exp.study import register_studies
 
 # Only what validation needs is imported at the top: MLflow, Optuna, torch, pandas and
@@ -31,8 +34,14 @@ log = logging.getLogger("ppo_exp")
 register_studies()  # studies/*.yaml become the `study` config group
 
 
-def validated(cfg: DictConfig) -> PPOConfig:
-    """Validate the composed config and what it names; a bad value exits with one line."""
+def job_dir() -> Path | None:
+    """This Hydra job's output folder, where its checkpoints go (None outside Hydra)."""
+    return Path(HydraConfig.get().runtime.output_dir) if HydraConfig.initialized() else None
+
+
+def validated(cfg: DictConfig) -> tuple[PPOConfig, ResumePoint | None]:
+    """Validate the composed config and what it names, and the checkpoint `resume` names;
+    a bad value exits with one line."""
     try:
         ppo_cfg = to_config(cfg)
         preflight(ppo_cfg)
@@ -40,7 +49,7 @@ def validated(cfg: DictConfig) -> PPOConfig:
         from ppo_exp import model_checks
 
         model_checks.check(ppo_cfg)
-        return ppo_cfg
+        return ppo_cfg, resume_point(ppo_cfg, job_dir())
     except ConfigError as error:
         if OmegaConf.select(cfg, "optuna.study"):
             raise  # a study's sampled values: this trial fails with the reason, not the study
@@ -50,7 +59,7 @@ def validated(cfg: DictConfig) -> PPOConfig:
 def train_and_track(cfg: DictConfig) -> tuple[dict[str, float], float]:
     """Validate `cfg`, train with MLflow tracking; return the final metrics and the
     seconds spent in the trainer (the rest of a job's time is the harness's)."""
-    ppo_cfg = validated(cfg)
+    ppo_cfg, resume = validated(cfg)
     # Imported here so a bad config fails fast, before torch and transformers load.
     import mlflow
 
@@ -63,7 +72,9 @@ def train_and_track(cfg: DictConfig) -> tuple[dict[str, float], float]:
     name = f"trial {trial.trial} seed {ppo_cfg.seed}" if trial.study else None
     with (
         stop_on_signals(),  # SIGTERM unwinds the job like Ctrl-C: its run ends KILLED
-        tracking.start_run(ppo_cfg, cfg, name=name, parent_run_id=trial.parent_run_id) as tracker,
+        tracking.start_run(
+            ppo_cfg, cfg, name=name, parent_run_id=trial.parent_run_id, resume=resume
+        ) as tracker,
     ):
         mlflow.set_tag("ppo_exp.threads", threads)  # as torch reports it
         mlflow.set_tags(hardware_tags(ppo_cfg))
@@ -73,7 +84,7 @@ def train_and_track(cfg: DictConfig) -> tuple[dict[str, float], float]:
         if trial.study:
             from ppo_exp.study import job
 
-            trackers.append(job.reporter(trial, ppo_cfg.iterations))
+            trackers.append(job.reporter(trial, ppo_cfg.iterations, job_dir=job_dir()))
         started = time.perf_counter()
         # torch and transformers load with the trainer: its startup, not the harness's
         from transformers.utils import logging as hf_logging
@@ -82,7 +93,24 @@ def train_and_track(cfg: DictConfig) -> tuple[dict[str, float], float]:
 
         hf_logging.disable_progress_bar()  # one progress bar, ours: none per weight load
 
-        return train(ppo_cfg, trackers), time.perf_counter() - started
+        metrics = train(
+            ppo_cfg, trackers, job_dir=job_dir(), resume=resume and resume.checkpoint,
+            meta={RUN_ID: mlflow.active_run().info.run_id},  # a resume continues this run
+        )
+        seconds = time.perf_counter() - started
+        if ppo_cfg.mlflow.log_model:
+            log_final_policy(job_dir())
+        return metrics, seconds
+
+
+def log_final_policy(folder: Path) -> None:
+    """The final checkpoint's `policy/` (weights or LoRA adapters, and the tokenizer) as the
+    run's artifact `policy/`: `AutoModelForCausalLM.from_pretrained` loads it as it is."""
+    import mlflow
+
+    from ppo_exp.ppo import checkpoint
+
+    mlflow.log_artifacts(str(checkpoint.latest(folder) / "policy"), "policy")
 
 
 def hardware_tags(cfg) -> dict[str, str]:

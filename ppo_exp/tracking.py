@@ -30,6 +30,7 @@ from omegaconf import DictConfig, OmegaConf
 from ppo_exp.checks import mask, mask_secrets
 from ppo_exp.config import MlflowConfig, PPOConfig, mlflow_params
 from ppo_exp.lifecycle import Heartbeat, Stopped, close_stale_runs
+from ppo_exp.resume import ResumePoint, check_run_exists, last_logged_step, log_params_once
 
 log = logging.getLogger("ppo_exp")
 
@@ -37,13 +38,22 @@ SECRET_QUERY_KEYS = ("password", "passwd", "token", "secret", "key", "sslpasswor
 
 
 class MlflowTracker:
-    """Sends the trainer's metrics and sample tables to the active MLflow run."""
+    """Sends the trainer's metrics and sample tables to the active MLflow run.
+
+    `logged_through`: the last step the run already holds (a resumed run replays the
+    iterations after its checkpoint that its killed process had logged): not sent again.
+    """
+
+    def __init__(self, logged_through: int = -1):
+        self.logged_through = logged_through
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
-        mlflow.log_metrics(metrics, step=step)
+        if step > self.logged_through:
+            mlflow.log_metrics(metrics, step=step)
 
     def log_samples(self, samples: pd.DataFrame, step: int) -> None:
-        mlflow.log_table(samples, artifact_file=f"samples/step_{step:04d}.json")
+        if step > self.logged_through:
+            mlflow.log_table(samples, artifact_file=f"samples/step_{step:04d}.json")
 
 
 def configure(cfg: MlflowConfig | DictConfig) -> str:
@@ -124,6 +134,7 @@ def start_run(
     parent_run_id: str | None = None,
     kind: str = "run",
     params: dict[str, object] | None = None,
+    resume: ResumePoint | None = None,
 ) -> Iterator[MlflowTracker]:
     """Open the job's MLflow run with its params, tags and config, and close it.
 
@@ -131,8 +142,10 @@ def start_run(
     parent run, if any. `kind` is the tag `ppo_exp.kind` ("run" for PPO training,
     "reward_model" for `python -m ppo_exp.reward_model`); `params` replaces the PPO
     hyperparameters as the logged params (any config with an `mlflow` section may then
-    be passed as `cfg`). A job that raises leaves its run FAILED, with the error in the
-    tag `ppo_exp.error` and the traceback in the artifact `error.txt`.
+    be passed as `cfg`). `resume` continues the checkpoint's run instead of a new one
+    (ppo_exp/resume.py), under this job's parent (a retried trial's run). A job that
+    raises leaves its run FAILED, with the error in the tag `ppo_exp.error` and the
+    traceback in the artifact `error.txt`.
     """
     experiment_id = configure(cfg.mlflow)
     close_stale_runs(experiment_id)  # runs left RUNNING by a killed process
@@ -142,11 +155,20 @@ def start_run(
         all_tags["ppo_exp.output_dir"] = HydraConfig.get().runtime.output_dir
     if parent := parent_run_id or sweep_parent_run_id(experiment_id):
         all_tags["mlflow.parentRunId"] = parent
-    with (
-        mlflow.start_run(run_name=name or run_name(overrides), tags=all_tags) as run,
-        Heartbeat(run.info.run_id),
-    ):
-        mlflow.log_params(mask_secrets(mlflow_params(cfg) if params is None else params))
+    continued = resume is not None and resume.run_id is not None
+    if resume is not None:
+        all_tags["ppo_exp.resumed_from"] = f"{resume.checkpoint} (iteration {resume.iteration})"
+    if continued:
+        check_run_exists(resume, mask(mlflow.get_tracking_uri()))
+        opened = mlflow.start_run(run_id=resume.run_id, run_name=name, tags=all_tags)
+    else:
+        opened = mlflow.start_run(run_name=name or run_name(overrides), tags=all_tags)
+    with opened as run, Heartbeat(run.info.run_id):
+        logged = mask_secrets(mlflow_params(cfg) if params is None else params)
+        if not continued:
+            mlflow.log_params(logged)
+        else:
+            log_params_once(run.info.run_id, logged)
         mlflow.log_dict(
             mask_secrets(OmegaConf.to_container(resolved, resolve=True)), "config.yaml"
         )
@@ -157,7 +179,7 @@ def start_run(
             mask(mlflow.get_tracking_uri()),
         )
         try:
-            yield MlflowTracker()
+            yield MlflowTracker(last_logged_step(run.info.run_id) if continued else -1)
         except optuna.TrialPruned as pruned:
             # MLflow has no "pruned" status: KILLED (stopped early) plus a name and a tag
             # that say why, so that it does not read as a failure.

@@ -10,6 +10,7 @@ storage was created.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 
@@ -17,6 +18,7 @@ import pytest
 from conftest import run_cli
 
 from ppo_exp import run
+from ppo_exp.config import PPOConfig
 
 pytestmark = pytest.mark.slow  # ~110 launches of the command (in-process), no training
 
@@ -105,6 +107,11 @@ ROWS: list[tuple[list[str], list[str]]] = [
     (["seed=4294967296"], ["seed=4294967296", "[0, 2**32 - 1]"]),
     (["objective=reward"], ["objective='reward'", "a metric the trainer logs"]),
     (["objective=eval/nope"], ["objective='eval/nope'", "eval/reward_mean"]),
+    (["checkpoint_every=-1"], ["checkpoint_every=-1", ">= 0, or null"]),
+    # -- resume: a checkpoint that is not there, or made with another config
+    (["resume=nowhere"], ["resume='nowhere'", "a checkpoint folder (holding checkpoint.json)"]),
+    (["resume=empty_dir"], ["resume='empty_dir'", "a job dir holding checkpoints/"]),
+    (["resume=old_job"], ["resume='old_job'", "differs in clip_eps: 0.3 there, 0.2 here"]),
     # -- types
     (["gamma=abc"], ["gamma='abc'", "a number"]),
     (["lr=null"], ["lr=None", "a number"]),
@@ -179,6 +186,7 @@ ROWS: list[tuple[list[str], list[str]]] = [
     ([*STUDY, "gamma=2"], ["gamma=2"]),
     ([*STUDY, "reward=function", "reward.function=os:nope"], ["has no attribute"]),
     # -- study files
+    ([*STUDY, f"{S}retry_failed=-1"], [f"{S}retry_failed=-1", "an integer >= 0"]),
     ([*STUDY[:1], "study=bad_objective"], [f"{S}objectives='eval/nope'", "eval/score"]),
     ([*STUDY[:1], "study=bad_direction"], [f"{S}objectives.eval/kl='upward'"]),
     ([*STUDY[:1], "study=no_objectives"], [f"{S}objectives={{}}", "one or two metrics"]),
@@ -198,9 +206,14 @@ ROWS: list[tuple[list[str], list[str]]] = [
 
 
 @pytest.fixture
-def workdir(tmp_path, monkeypatch, mlflow_uri):
+def workdir(tmp_path, monkeypatch, mlflow_uri, base_model_path):
     """A working directory with a reward module, checkpoints and study files to name."""
     (tmp_path / "my_rewards.py").write_text(REWARDS)
+    old = {"iteration": 2, "config": dataclasses.asdict(PPOConfig(clip_eps=0.3)), "meta": {}}
+    (tmp_path / "old_job" / "checkpoints" / "iteration_0002").mkdir(parents=True)
+    (tmp_path / "old_job" / "checkpoints" / "iteration_0002" / "checkpoint.json").write_text(
+        json.dumps(old)
+    )
     (tmp_path / "empty_dir").mkdir()
     (tmp_path / "clf").mkdir()
     (tmp_path / "clf" / "config.json").write_text(json.dumps({"id2label": {"0": "n", "1": "p"}}))

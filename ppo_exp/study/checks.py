@@ -57,6 +57,10 @@ def validate_study(
     )
     _check(s.max_failures >= 1, "max_failures", s.max_failures, "an integer >= 1")
     _check(
+        _is_int(s.retry_failed) and s.retry_failed >= 0, "retry_failed", s.retry_failed,
+        "an integer >= 0 (retries per trial whose worker died; 0 = none)",
+    )
+    _check(
         s.heartbeat_interval >= 1,
         "heartbeat_interval",
         s.heartbeat_interval,

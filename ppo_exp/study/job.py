@@ -13,6 +13,7 @@ the same.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 import optuna
@@ -72,10 +73,19 @@ class PruningReporter:
         pass
 
 
-def reporter(node: TrialConfig, iterations: int) -> PruningReporter:
-    """The pruning tracker of a study job (`node.study` set) training `iterations` steps."""
+JOB_DIR_ATTR = "job_dir.seed_{}"  # trial user attr: the folder of a seed's job (checkpoints)
+
+
+def reporter(node: TrialConfig, iterations: int, *, job_dir: Path | None) -> PruningReporter:
+    """The pruning tracker of a study job (`node.study` set) training `iterations` steps.
+
+    The job's folder is recorded on the trial: a retry of this trial (it copies the user
+    attrs) resumes from the checkpoints there (`StudySweeper._resume_overrides`).
+    """
     single = node.objectives[0] if len(node.objectives) == 1 else None
     trial = open_trial(node, study_pruner())
+    if job_dir is not None:
+        trial.set_user_attr(JOB_DIR_ATTR.format(node.seed_index), str(job_dir.resolve()))
     return PruningReporter(trial, single, step_offset=node.seed_index * (iterations + 1))
 
 

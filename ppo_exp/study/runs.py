@@ -73,19 +73,28 @@ def storage_url(url: str | None) -> str:
     return mask_url(absolute_url(url))
 
 
-def start_trial_run(parent_run_id: str, trial: optuna.Trial, study_name: str) -> str:
-    """A child run of the study for one trial, with the trial's values as params."""
+def start_trial_run(
+    parent_run_id: str, trial: optuna.Trial, study_name: str, *, retried_from: int | None = None
+) -> str:
+    """A child run of the study for one trial, with the trial's values as params.
+
+    A retry of trial N (study/retry.py) is tagged `ppo_exp.retried_from=N`.
+    """
     client = MlflowClient()
     parent = client.get_run(parent_run_id)
+    tags = {
+        "mlflow.parentRunId": parent_run_id,
+        "ppo_exp.kind": "trial",
+        "ppo_exp.study": study_name,
+        "ppo_exp.trial_number": str(trial.number),
+    }
+    if retried_from is not None:
+        tags["ppo_exp.retried_from"] = str(retried_from)
     run = client.create_run(
         parent.info.experiment_id,
-        run_name=f"trial {trial.number}",
-        tags={
-            "mlflow.parentRunId": parent_run_id,
-            "ppo_exp.kind": "trial",
-            "ppo_exp.study": study_name,
-            "ppo_exp.trial_number": str(trial.number),
-        },
+        run_name=f"trial {trial.number}" if retried_from is None
+        else f"trial {trial.number} (retry of {retried_from})",
+        tags=tags,
     )
     for key, value in trial.params.items():
         client.log_param(run.info.run_id, key, value)

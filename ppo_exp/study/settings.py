@@ -31,6 +31,8 @@ class StudySweeperConf:
     enqueue: list[dict[str, Any]] = field(default_factory=list)  # trials to run first, e.g.
     # the default values as a baseline: the study then shows whether anything beats them
     max_failures: int = 5  # stop launching trials once this many have FAILed
+    retry_failed: int = 0  # run a trial whose worker died (killed, or stopped by a signal)
+    # again, up to N times, resuming its checkpoints (study/retry.py); 0 = never
     heartbeat_interval: int = 10  # seconds between a running trial's heartbeats
     grace_period: int = 60  # a RUNNING trial silent this long is failed (its worker died)
     # Trials in flight at once, fed through the configured launcher (hydra/launcher=joblib,

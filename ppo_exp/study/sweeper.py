@@ -34,7 +34,7 @@ from optuna.trial import TrialState
 from ppo_exp.checks import mask, refuse
 from ppo_exp.config import ConfigError, PPOConfig
 from ppo_exp.ppo.guards import TrainingFault
-from ppo_exp.study import launchers, report, runs
+from ppo_exp.study import launchers, report, retry, runs
 from ppo_exp.study.algorithms import PRUNERS, SAMPLERS, build
 from ppo_exp.study.checks import validate_study
 from ppo_exp.study.settings import StudySweeperConf, plain
@@ -99,7 +99,7 @@ class StudySweeper(Sweeper):
                 settings.storage,
                 heartbeat_interval=settings.heartbeat_interval,
                 grace_period=settings.grace_period,
-                stale_trial_callback=runs.fail_dead_trial_runs,
+                stale_trial_callback=retry.on_dead_worker(settings.retry_failed),
             )
             study = self._load_study(create=True)
             study.set_metric_names(list(settings.objectives))  # optuna-dashboard's axis labels
@@ -197,8 +197,8 @@ class StudySweeper(Sweeper):
         with budget_lock(settings.storage, settings.study_name):
             fail_stale_trials(study, self.storage)
             trials = study.get_trials(deepcopy=False)
-            waiting = any(t.state == TrialState.WAITING for t in trials)
-            if len(trials) >= settings.n_trials and not waiting:
+            waiting = any(t.state == TrialState.WAITING for t in trials)  # queued, or retries
+            if retry.counted(trials) >= settings.n_trials and not waiting:
                 return None
             # Seeded by the trial count, not once per launch: a relaunch or a second
             # worker must not replay the first trials' values, and one worker stays
@@ -225,7 +225,10 @@ class StudySweeper(Sweeper):
         self, study: optuna.Study, trial: optuna.Trial, arguments: list[str], started: float
     ) -> None:
         settings, metrics = self.settings, list(self.settings.objectives)
-        run_id = runs.start_trial_run(self.parent_run_id, trial, settings.study_name)
+        frozen = study._storage.get_trial(trial._trial_id)  # noqa: SLF001 (its system attrs)
+        run_id = runs.start_trial_run(
+            self.parent_run_id, trial, settings.study_name, retried_from=retry.retried_from(frozen)
+        )
         trial.set_user_attr(runs.TRIAL_RUN_ATTR, run_id)  # lets a stale-trial callback find it
         jobs = [
             [
@@ -234,6 +237,7 @@ class StudySweeper(Sweeper):
                 f"seed={seed}",
                 f"objective={metrics[0]}",
                 *self._trial_node(trial, run_id, seed_index=k),
+                *retry.resume_overrides(frozen, k),  # a retry goes on from its checkpoint
             ]
             for k, seed in enumerate(settings.seeds)
         ]

@@ -119,7 +119,7 @@ def test_a_crash_mid_save_leaves_the_previous_checkpoint_whole(
     tmp_path, base_model_path, monkeypatch
 ):
     trainer = PPOTrainer(PPOConfig(**RUN), job_dir=tmp_path)
-    trainer.save_checkpoint(1)
+    checkpoint.save_trainer(trainer, 1)
     before = {p.relative_to(tmp_path): p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
 
     def crash(*args, **kwargs):
@@ -127,14 +127,14 @@ def test_a_crash_mid_save_leaves_the_previous_checkpoint_whole(
 
     monkeypatch.setattr(torch, "save", crash)  # the weights are written, the state is not
     with pytest.raises(OSError, match="disk full"):
-        trainer.save_checkpoint(2)
+        checkpoint.save_trainer(trainer, 2)
     monkeypatch.undo()
     assert checkpoint.latest(tmp_path).name == "iteration_0001"
     after = {p.relative_to(tmp_path): p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
     assert {k: v for k, v in after.items() if k in before} == before  # untouched
     assert not (tmp_path / "checkpoints" / "iteration_0002").exists()
 
-    trainer.save_checkpoint(2)  # the next save clears the crashed one's leftovers
+    checkpoint.save_trainer(trainer, 2)  # the next save clears the crashed one's leftovers
     assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == ["iteration_0002"]
     restored = PPOTrainer(PPOConfig(**RUN))
     restored.restore(checkpoint.latest(tmp_path))

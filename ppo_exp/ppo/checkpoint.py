@@ -19,6 +19,7 @@ Free of Hydra and MLflow: the harness decides where checkpoints go and what `met
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import random
@@ -208,6 +209,36 @@ def _load_pretrained(module: nn.Module, folder: Path) -> None:
 def load_state(checkpoint: Path) -> dict[str, Any]:
     """The trainer state saved with the checkpoint (on the CPU)."""
     return torch.load(Path(checkpoint) / STATE, map_location="cpu", weights_only=True)
+
+
+# -- a trainer's checkpoint -------------------------------------------------------------
+
+
+def save_trainer(trainer: Any, iteration: int) -> Path:
+    """Checkpoint `iteration` of a `PPOTrainer` into its job dir, with its `meta`."""
+    state = {
+        "replay": trainer.replay.state_dict(),  # optimiser, loss scaler, LR schedule
+        "kl_coef": trainer.kl_coef,  # the adaptive KL controller's
+        "divergence_streak": trainer.divergence_streak,
+        "eval_history": trainer.eval_history,  # the learning-curve areas read it
+        "last": trainer.last,  # what train() returns, should no iteration be left
+        "rng": rng_states({"prompts": trainer.prompt_rng}),
+    }
+    return save(
+        trainer.job_dir, iteration, model=trainer.model, tokenizer=trainer.tokenizer,
+        state=state, config=dataclasses.asdict(trainer.cfg), meta=trainer.meta,
+    )
+
+
+def restore_trainer(trainer: Any, folder: Path) -> None:
+    """Put checkpoint `folder` back into a `PPOTrainer` built with the same config."""
+    load_weights(folder, trainer.model)
+    state = load_state(folder)
+    trainer.replay.load_state_dict(state["replay"])
+    trainer.kl_coef, trainer.divergence_streak = state["kl_coef"], state["divergence_streak"]
+    trainer.eval_history, trainer.last = state["eval_history"], state["last"]
+    set_rng_states(state["rng"], {"prompts": trainer.prompt_rng})
+    trainer.start = read_info(folder)["iteration"]
 
 
 # -- random number generators -----------------------------------------------------------

@@ -48,6 +48,19 @@ class Replay:
             self.optimizer, lambda step: lr_factor(step, cfg.iterations, decay=cfg.lr_decay)
         )
 
+    def state_dict(self) -> dict:
+        """The optimiser's, the loss scaler's and the LR schedule's state (a checkpoint's)."""
+        return {
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "lr_schedule": self.lr_schedule.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.lr_schedule.load_state_dict(state["lr_schedule"])
+
     def update(
         self, rollout: Rollout, advantages: torch.Tensor, returns: torch.Tensor, *,
         iteration: int = 0,

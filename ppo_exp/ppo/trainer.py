@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
 from collections.abc import Sequence
@@ -98,38 +97,11 @@ class PPOTrainer:
         # held-out score and reward at each eval after step 0 (learning-curve areas)
         self.eval_history: dict[str, list[float]] = {"eval/score": [], "eval/reward_mean": []}
 
-    # -- checkpoints ----------------------------------------------------------------------
-
-    def state(self) -> dict:
-        """Everything but the weights that the next iteration reads, for a checkpoint."""
-        return {
-            "optimizer": self.replay.optimizer.state_dict(),
-            "lr_schedule": self.replay.lr_schedule.state_dict(),
-            "scaler": self.replay.scaler.state_dict(),
-            "kl_coef": self.kl_coef,
-            "divergence_streak": self.divergence_streak,
-            "eval_history": self.eval_history,
-            "last": self.last,
-            "rng": checkpoint.rng_states({"prompts": self.prompt_rng}),
-        }
-
-    def save_checkpoint(self, iteration: int) -> None:
-        checkpoint.save(
-            self.job_dir, iteration, model=self.model, tokenizer=self.tokenizer,
-            state=self.state(), config=dataclasses.asdict(self.cfg), meta=self.meta,
-        )
+    # -- checkpoints (ppo/checkpoint.py) ------------------------------------------------
 
     def restore(self, folder: Path) -> None:
         """Load a checkpoint of this run: the next `train()` goes on after its iteration."""
-        checkpoint.load_weights(folder, self.model)
-        state = checkpoint.load_state(folder)
-        self.replay.optimizer.load_state_dict(state["optimizer"])
-        self.replay.lr_schedule.load_state_dict(state["lr_schedule"])
-        self.replay.scaler.load_state_dict(state["scaler"])
-        self.kl_coef, self.divergence_streak = state["kl_coef"], state["divergence_streak"]
-        self.eval_history, self.last = state["eval_history"], state["last"]
-        checkpoint.set_rng_states(state["rng"], {"prompts": self.prompt_rng})
-        self.start = checkpoint.read_info(folder)["iteration"]
+        checkpoint.restore_trainer(self, folder)
         log.info("resumed from %s: iteration %d of %d", folder, self.start, self.cfg.iterations)
 
     # -- 1-2. rollout and score --------------------------------------------------------
@@ -325,7 +297,7 @@ class PPOTrainer:
             if self.job_dir is not None and checkpoint.is_due(
                 it, every=cfg.checkpoint_every, iterations=cfg.iterations
             ):
-                self.save_checkpoint(it)
+                checkpoint.save_trainer(self, it)
             bar.set_postfix(
                 reward=f"{metrics['rollout/reward_mean']:.3f}",
                 kl=f"{kl_per_response:.2f}",
@@ -345,13 +317,8 @@ def train(
 ) -> dict[str, float]:
     """Build the models for `cfg` and run the whole PPO training; return the final metrics.
 
-    Args:
-        cfg: the run's settings.
-        trackers: receive every metric and samples table.
-        job_dir: where checkpoints go (`checkpoints/`); None = no checkpoints.
-        resume: a checkpoint of this run to go on from (ppo/checkpoint.py).
-        meta: stored with each checkpoint, given back on resume (e.g. a tracking run id).
-    """
+    Checkpoints go to `job_dir` (None: none) with `meta` (say, a tracking run id); `resume`
+    is a checkpoint of this run to go on from (ppo/checkpoint.py)."""
     trainer = PPOTrainer(cfg, job_dir=job_dir, meta=meta)
     if resume is not None:
         trainer.restore(resume)

@@ -101,6 +101,24 @@ def test_scaling_mode_gives_one_row_per_point(tmp_path):
     assert scaling_table(rows).count("\n") == 2
 
 
+def test_the_scaling_table_is_written_between_its_markers(tmp_path, capsys):
+    from ppo_exp.bench.scaling import BEGIN, END, check_markdown, write_markdown
+
+    new = tmp_path / "scaling.md"  # a new file holds only the block
+    write_markdown(new, "| a |", "how")
+    assert new.read_text() == f"{BEGIN}\nhow\n\n| a |\n{END}\n"
+    readme = tmp_path / "README.md"  # the README keeps everything around the markers
+    readme.write_text(f"intro\n{BEGIN}\nold\n{END}\nrest\n")
+    write_markdown(readme, "| b |", "again")
+    assert readme.read_text() == f"intro\n{BEGIN}\nagain\n\n| b |\n{END}\nrest\n"
+    (tmp_path / "other.md").write_text("no markers\n")
+    with pytest.raises(SystemExit) as refused:  # refused before anything runs
+        check_markdown(tmp_path / "other.md")
+    assert refused.value.code == 2
+    assert "invalid --markdown" in capsys.readouterr().err
+    assert (tmp_path / "other.md").read_text() == "no markers\n"
+
+
 @pytest.mark.slow
 def test_run_mode_times_the_real_command(tmp_path):
     done = bench("run", "--warm-only", "train=smoke", "iterations=2", cwd=tmp_path)

@@ -13,6 +13,8 @@ Options (phases, floor, trl, scaling): --rounds N (alternated runs per system),
 --device cpu|cuda (every system on that device, float32; phases timed with the cuda clock),
 --trl-python PATH, --quick (tiny shapes, for the smoke test), --compare NAME=SRC (also
 run the ppo_exp source tree SRC, e.g. an older commit's `git archive`, as system NAME).
+scaling only: --points AXIS=VALUE,... (a subset), --markdown PATH (the table, written
+between its markers in PATH, e.g. README.md, or as a new file).
 """
 
 from __future__ import annotations
@@ -24,7 +26,13 @@ import tempfile
 from pathlib import Path
 
 from ppo_exp.bench.models import SHAPES
-from ppo_exp.bench.scaling import scaling, scaling_table, select
+from ppo_exp.bench.scaling import (
+    check_markdown,
+    scaling,
+    scaling_table,
+    select,
+    write_markdown,
+)
 from ppo_exp.bench.suite import TRL_PYTHON_ENV, Spec, load, phase_table, side_by_side, trl_python
 
 MODES = ("phases", "floor", "trl", "scaling", "techniques")
@@ -59,6 +67,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--workdir", type=Path, help="keep bench models here (default: scratch)")
     parser.add_argument("--quick", action="store_true", help="tiny shapes: a smoke run")
     parser.add_argument("--points", help="scaling: only these points, e.g. batch=64,threads=2")
+    parser.add_argument("--markdown", type=Path,
+                        help="scaling: write the table here, between its markers (README.md)")
     parser.add_argument("--compare", action="append", default=[], metavar="NAME=SRC",
                         help="also run ppo_exp from source tree SRC as system NAME")
     return parser.parse_args(argv)
@@ -72,6 +82,8 @@ def main(argv: list[str] | None = None) -> None:
         runs.main(argv[1:] if argv and argv[0] == "run" else argv)
         return
     args = parse(argv)
+    if args.markdown:
+        check_markdown(args.markdown)  # before any model is built
     if args.mode == "techniques":
         techniques_mode(args)
         return
@@ -108,6 +120,11 @@ def main(argv: list[str] | None = None) -> None:
                            points=points, on_row=partial)
             print(scaling_table(rows))
             figures: dict = {"mode": "scaling", "rows": rows}
+            if args.markdown:
+                how = (f"`python -m ppo_exp.bench {' '.join(argv)}`: {spec.clock} clock, "
+                       f"{args.rounds} alternated round(s), medians over iterations "
+                       f"2..{spec.iterations}; machine {before} before, {load()} after.")
+                write_markdown(args.markdown, scaling_table(rows), how)
         else:
             summaries = side_by_side(spec, systems, rounds=args.rounds, root=root, trl=trl,
                                      sources=sources)

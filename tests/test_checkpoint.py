@@ -72,13 +72,22 @@ def llama(tmp_path_factory, base_model_path):
     return str(build_causal_lm("llama", torch.float32, folder, base_model_path))
 
 
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+MODELS = {
+    "full": lambda llama: ModelConfig(device="cpu"),
+    "lora": lambda llama: ModelConfig(path=llama, lora=LoraSettings(r=4), device="cpu"),
+    "cuda": lambda llama: ModelConfig(device="cuda"),  # bf16 autocast, CUDA random states
+}
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("kind", ["full", "lora"])
+@pytest.mark.parametrize(
+    "kind", ["full", "lora", pytest.param("cuda", marks=[pytest.mark.gpu, CUDA])]
+)
 def test_a_run_killed_after_a_checkpoint_and_resumed_equals_an_uninterrupted_run(
     kind, tmp_path, base_model_path, llama
 ):
-    lora = ModelConfig(path=llama, lora=LoraSettings(r=4)) if kind == "lora" else ModelConfig()
-    cfg = PPOConfig(**RUN, checkpoint_every=2, model=lora)
+    cfg = PPOConfig(**RUN, checkpoint_every=2, model=MODELS[kind](llama))
     whole = Recorder()
     final = train(cfg, [whole], job_dir=tmp_path / "whole")
 

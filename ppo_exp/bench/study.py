@@ -17,14 +17,17 @@ results of each: the study's seeds alone cannot tell a small gain from seed nois
 
 `throughput` runs studies/core.yaml as shipped twice, one after the other (each needs the
 whole machine): one job at a time with `threads` = all the cores, then `hydra.sweeper.n_jobs`
-= the cores through joblib with one thread each. It prints trials per hour of each and
-their ratio, and both studies' best values at the same trial count.
+= the cores through joblib with one thread each, --trials trials each (fewer than the
+shipped 20 to fit a shorter quiet window: both settings run the same trial count, so the
+rates and best values still compare). It prints trials per hour of each and their ratio,
+and both studies' best values at the same trial count, with the machine's load.
 Each workdir keeps mlflow.db and optuna.db for analysis/sensitivity.ipynb.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 import threading
 from pathlib import Path
 
@@ -33,6 +36,7 @@ import optuna
 from mlflow.tracking import MlflowClient
 
 from ppo_exp.bench import launch, tracking_uri
+from ppo_exp.bench.suite import load
 
 SHIPPED_TRIALS = 20  # n_trials of studies/core.yaml
 ONE_THREAD = {"OMP_NUM_THREADS": "1"}  # two studies side by side on a 2-core machine
@@ -149,15 +153,22 @@ def throughput(workdir: Path, trials: int, overrides: list[str]) -> None:
             "hydra/launcher=joblib", f"hydra.sweeper.n_jobs={n}", "threads=1"
         ],
     }
+    rundirs = [workdir / f"setup{i}" for i in range(len(setups))]
+    for rundir in rundirs:  # a study found there would resume: its rate would be nonsense
+        if (rundir / "optuna.db").exists():
+            print(f"error: invalid --workdir {workdir}: {rundir} already holds a study; "
+                  "name an empty or new folder", file=sys.stderr)
+            raise SystemExit(2)
+    print(f"machine: {load()}")
     rates, studies = {}, {}
-    for i, (label, setup) in enumerate(setups.items()):
-        rundir = workdir / f"setup{i}"
+    for rundir, (label, setup) in zip(rundirs, setups.items(), strict=True):
         wall = launch(rundir, "-m", "study=core", f"hydra.sweeper.n_trials={trials}", *setup,
                       *overrides)
         studies[label] = load_study(rundir, "core").trials
         rates[label] = len(studies[label]) / wall * 3600
         print(f"{label}: {len(studies[label])} trials in {wall / 60:.1f} min = "
-              f"{rates[label]:.1f} trials/hour")
+              f"{rates[label]:.1f} trials/hour ({wall / len(studies[label]):.0f} s per trial; "
+              f"{load()} after)")
     (one, many) = rates
     print(f"throughput ratio ({many}) / ({one}): {rates[many] / rates[one]:.2f}x")
     for label, study_trials in studies.items():
@@ -170,7 +181,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("bench", choices=["pruning", "confirm", "throughput"])
     parser.add_argument("--workdir", type=Path, required=True, help="keeps mlflow.db, optuna.db")
-    parser.add_argument("--trials", type=int, default=60, help="pruning, throughput: trials")
+    parser.add_argument("--trials", type=int, default=60,
+                        help="pruning: trials; throughput: trials per setting (20 = the "
+                        "shipped budget, about 20 min on 2 quiet cores; 12 about 13 min)")
     parser.add_argument("--study", default="core", help="confirm: the study's name")
     parser.add_argument("--seeds", default="0,1,2,3,4", help="confirm: seeds per config")
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides")

@@ -69,7 +69,9 @@ def test_a_crashed_run_resumes_in_its_own_mlflow_run_without_duplicate_steps(
     assert checkpoint.latest(job_dir).name == "iteration_0004"
 
 
-def test_a_killed_trial_is_retried_and_resumes_from_its_checkpoint(wd):  # noqa: F811
+@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
+@pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
+def test_a_killed_trial_is_retried_and_resumes_from_its_checkpoint(wd, signum):  # noqa: F811
     args = [
         "hydra.sweeper.n_trials=2", "hydra.sweeper.retry_failed=1", "iterations=6",
         "checkpoint_every=2", "hydra.sweeper.enqueue=[]", *HEARTBEAT,
@@ -82,8 +84,10 @@ def test_a_killed_trial_is_retried_and_resumes_from_its_checkpoint(wd):  # noqa:
             assert driver.poll() is None, wd.stderr("killed")
             assert time.monotonic() < deadline, "no checkpoint written"
             time.sleep(0.2)
-        os.kill(driver.pid, signal.SIGKILL)  # the worker and its in-process job die at once
-        driver.wait()
+        # SIGKILL: the worker and its in-process job die at once; SIGTERM (a preemption):
+        # the job's run ends KILLED and the worker exits, its trial left to the heartbeat.
+        os.kill(driver.pid, signum)
+        driver.wait(timeout=120)
     finally:
         if driver.poll() is None:
             driver.kill()

@@ -212,6 +212,9 @@ class PPOConfig:
     rollout_micro_batch: int | None = None  # rows per rollout forward pass; null = batch_size
     # (the held-out eval's eval_prompts rows also go batch_size at a time: same metrics)
     objective: str = "eval/reward_mean"  # metric returned to sweepers (last logged value)
+    compile: bool = False  # torch.compile the policy/critic forward of the update (dynamic
+    # shapes: compiled once per run, about a minute of CPU for the tiny model, then every
+    # minibatch runs the compiled kernels; same losses up to float rounding); false = eager
     checkpoint_every: int | None = None  # save a checkpoint every N iterations into the job
     # dir's checkpoints/ (ppo/checkpoint.py), and always after the last; null or 0 = the last only
     resume: str | None = None  # continue a run: a checkpoint folder or a job dir (its newest

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from ppo_exp.config import PPOConfig
+from ppo_exp.ppo.replay import Replay
 from ppo_exp.ppo.rollout import minibatch_of
 from ppo_exp.ppo.trainer import PPOTrainer
 
@@ -70,3 +71,23 @@ def test_the_eval_scores_a_training_batch_at_a_time_with_the_same_metrics(base_m
     whole = trainer.evaluate()
     assert rows == [10]
     assert chunked == whole
+
+
+@pytest.mark.slow
+def test_a_compiled_update_forward_gives_the_eager_loss_and_gradients(trained_rollout):
+    trainer, rollout, advantages, returns = trained_rollout
+    rows = torch.arange(4)
+    eager = trainer.replay
+
+    def loss_and_gradients(replay):
+        stats = replay.gradients(rollout, rows, advantages, returns)
+        return stats, [p.grad.clone() for group in replay.groups for p in group]
+
+    eager_stats, eager_grads = loss_and_gradients(eager)
+    compiled = Replay(dataclasses.replace(trainer.cfg, compile=True), trainer.model,
+                      device=trainer.device, dtype=trainer.dtype)
+    assert compiled.forward is not trainer.model  # the compiled module, same parameters
+    stats, grads = loss_and_gradients(compiled)
+    assert stats == pytest.approx(eager_stats, rel=1e-4, abs=1e-6)
+    for a, b in zip(eager_grads, grads, strict=True):
+        torch.testing.assert_close(b, a, rtol=1e-3, atol=1e-5)

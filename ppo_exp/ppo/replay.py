@@ -27,6 +27,9 @@ class Replay:
         self, cfg: PPOConfig, model: ActorCritic, *, device: torch.device, dtype: torch.dtype
     ):
         self.cfg, self.model, self.device, self.dtype = cfg, model, device, dtype
+        # The update's forward: `model` itself, or compiled (same parameters). dynamic=True:
+        # minibatches trimmed to their longest response change shape without recompiling.
+        self.forward = torch.compile(model, dynamic=True) if cfg.compile else model
         # All of it, or LoRA adapters + value head; the critic in a parameter group of its
         # own, with its own step size (vf_coef * vf_lr) and gradient clipping. fused: one
         # kernel steps every parameter (not a loop over them), the same update up to
@@ -159,7 +162,7 @@ class Replay:
         """PPO loss of some rollout rows (means over their tokens), and its statistics."""
         cfg = self.cfg
         with autocast(self.device, self.dtype):
-            logits, values = self.model(
+            logits, values = self.forward(
                 mb.input_ids, mb.attention_mask, mb.position_ids, mb.response.shape[1]
             )
         logprobs, token_entropy = losses.logprobs_and_entropy(

@@ -23,7 +23,7 @@ from optuna.distributions import (
 
 from ppo_exp.config import ConfigError, PPOConfig
 
-NOT_SEARCHABLE = {"model", "data", "reward", "mlflow", "optuna", "threads", "seed"}
+NOT_SEARCHABLE = {"model", "data", "reward", "mlflow", "optuna", "threads", "seed", "compile"}
 SEARCHABLE = {f.name for f in fields(PPOConfig)} - NOT_SEARCHABLE
 
 

@@ -66,18 +66,25 @@ def resume_point(cfg: PPOConfig, job_dir: Path | None) -> ResumePoint | None:
 
 
 def check_run_exists(point: ResumePoint, tracking_uri: str) -> None:
-    """Refuse a checkpoint whose MLflow run is not in this tracking store."""
+    """Refuse a checkpoint whose MLflow run is not in the tracking store at `tracking_uri`
+    (a missing sqlite file is not created to find that out)."""
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
+    from ppo_exp.checks import mask
+
+    refusal = ConfigError(
+        "resume", str(point.checkpoint),
+        f"a checkpoint whose MLflow run {point.run_id} is in the tracking store "
+        f"{mask(tracking_uri)} (set mlflow.tracking_uri to the store it was tracked in)",
+    )
+    local = tracking_uri.removeprefix("sqlite:///")
+    if tracking_uri.startswith("sqlite:///") and not Path(local).is_file():
+        raise refusal
     try:
-        MlflowClient().get_run(point.run_id)
+        MlflowClient(tracking_uri).get_run(point.run_id)
     except MlflowException:
-        raise ConfigError(
-            "resume", str(point.checkpoint),
-            f"a checkpoint whose MLflow run {point.run_id} is in the tracking store "
-            f"{tracking_uri} (set mlflow.tracking_uri to the store it was tracked in)",
-        ) from None
+        raise refusal from None
 
 
 def log_params_once(run_id: str, params: dict[str, object]) -> None:

@@ -20,12 +20,12 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from ppo_exp.checks import refuse
+from ppo_exp.checks import effective_tracking_uri, refuse
 from ppo_exp.config import ConfigError, PPOConfig, preflight, to_config
 from ppo_exp.lifecycle import Stopped, stop_on_signals
 from ppo_exp.ppo.guards import TrainingFault
 from ppo_exp.resources import pinned_threads_override
-from ppo_exp.resume import RUN_ID, ResumePoint, resume_point
+from ppo_exp.resume import RUN_ID, ResumePoint, check_run_exists, resume_point
 from ppo_exp.study import register_studies
 
 # Only what validation needs is imported at the top: MLflow, Optuna, torch, pandas and
@@ -49,7 +49,10 @@ def validated(cfg: DictConfig) -> tuple[PPOConfig, ResumePoint | None]:
         from ppo_exp import model_checks
 
         model_checks.check(ppo_cfg)
-        return ppo_cfg, resume_point(ppo_cfg, job_dir())
+        resume = resume_point(ppo_cfg, job_dir())
+        if resume is not None and resume.run_id is not None:  # its MLflow run goes on
+            check_run_exists(resume, effective_tracking_uri(ppo_cfg.mlflow.tracking_uri))
+        return ppo_cfg, resume
     except ConfigError as error:
         if OmegaConf.select(cfg, "optuna.study"):
             raise  # a study's sampled values: this trial fails with the reason, not the study

@@ -30,7 +30,7 @@ from omegaconf import DictConfig, OmegaConf
 from ppo_exp.checks import mask, mask_secrets
 from ppo_exp.config import MlflowConfig, PPOConfig, mlflow_params
 from ppo_exp.lifecycle import Heartbeat, Stopped, close_stale_runs
-from ppo_exp.resume import ResumePoint, check_run_exists, last_logged_step, log_params_once
+from ppo_exp.resume import ResumePoint, last_logged_step, log_params_once
 
 log = logging.getLogger("ppo_exp")
 
@@ -158,8 +158,7 @@ def start_run(
     continued = resume is not None and resume.run_id is not None
     if resume is not None:
         all_tags["ppo_exp.resumed_from"] = f"{resume.checkpoint} (iteration {resume.iteration})"
-    if continued:
-        check_run_exists(resume, mask(mlflow.get_tracking_uri()))
+    if continued:  # its run was found in this store by `resume.check_run_exists`
         opened = mlflow.start_run(run_id=resume.run_id, run_name=name, tags=all_tags)
     else:
         opened = mlflow.start_run(run_name=name or run_name(overrides), tags=all_tags)

@@ -112,6 +112,7 @@ ROWS: list[tuple[list[str], list[str]]] = [
     (["resume=nowhere"], ["resume='nowhere'", "a checkpoint folder (holding checkpoint.json)"]),
     (["resume=empty_dir"], ["resume='empty_dir'", "a job dir holding checkpoints/"]),
     (["resume=old_job"], ["resume='old_job'", "differs in clip_eps: 0.3 there, 0.2 here"]),
+    (["resume=lost_run"], ["resume='lost_run/checkpoints/iteration_0002'", "run 0123abcd"]),
     # -- types
     (["gamma=abc"], ["gamma='abc'", "a number"]),
     (["lr=null"], ["lr=None", "a number"]),
@@ -209,11 +210,14 @@ ROWS: list[tuple[list[str], list[str]]] = [
 def workdir(tmp_path, monkeypatch, mlflow_uri, base_model_path):
     """A working directory with a reward module, checkpoints and study files to name."""
     (tmp_path / "my_rewards.py").write_text(REWARDS)
-    old = {"iteration": 2, "config": dataclasses.asdict(PPOConfig(clip_eps=0.3)), "meta": {}}
-    (tmp_path / "old_job" / "checkpoints" / "iteration_0002").mkdir(parents=True)
-    (tmp_path / "old_job" / "checkpoints" / "iteration_0002" / "checkpoint.json").write_text(
-        json.dumps(old)
-    )
+    for job, cfg, meta in (
+        ("old_job", PPOConfig(clip_eps=0.3), {}),  # made with another config
+        ("lost_run", PPOConfig(), {"mlflow_run_id": "0123abcd"}),  # its run is elsewhere
+    ):
+        folder = tmp_path / job / "checkpoints" / "iteration_0002"
+        folder.mkdir(parents=True)
+        info = {"iteration": 2, "config": dataclasses.asdict(cfg), "meta": meta}
+        (folder / "checkpoint.json").write_text(json.dumps(info))
     (tmp_path / "empty_dir").mkdir()
     (tmp_path / "clf").mkdir()
     (tmp_path / "clf" / "config.json").write_text(json.dumps({"id2label": {"0": "n", "1": "p"}}))

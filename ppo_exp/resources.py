@@ -42,6 +42,9 @@ from omegaconf import DictConfig, OmegaConf
 
 log = logging.getLogger("ppo_exp")
 OMP = "OMP_NUM_THREADS"
+# Hydra's flags that print and run no job (the override is left off for them)
+NO_JOBS = {"-h", "--help", "--hydra-help", "--version", "-c", "--cfg", "-i", "--info",
+           "-sc", "--shell-completion"}  # fmt: skip
 STUDY_SWEEPER = "ppo_exp_sweeper"  # in the study sweeper's _target_
 _claimed: dict[Path, tuple[int, IO]] = {}  # lock dir -> this process's GPU and its lock
 
@@ -117,6 +120,8 @@ def pinned_threads_override(environ: Mapping[str, str], argv: list[str]) -> list
     command (none when it is unset or the command sets it itself)."""
     value = environ.get(OMP, "")
     if not value.isdigit() or any(f"job.env_set.{OMP}=" in arg for arg in argv):
+        return []
+    if NO_JOBS.intersection(argv):  # `--info [WHAT]` would take a trailing override as WHAT
         return []
     return [f"++hydra.job.env_set.{OMP}={value}"]
 

@@ -121,3 +121,5 @@ def test_the_shells_omp_num_threads_travels_as_a_hydra_override():
     assert pinned_threads_override({"OMP_NUM_THREADS": "x"}, []) == []
     given = ["hydra.job.env_set.OMP_NUM_THREADS=2"]  # the command sets it itself
     assert pinned_threads_override({"OMP_NUM_THREADS": "3"}, given) == []
+    # commands that run no job; `--info` would take the override as its argument
+    assert pinned_threads_override({"OMP_NUM_THREADS": "3"}, ["--info"]) == []

@@ -51,7 +51,7 @@ def test_a_crashed_run_resumes_in_its_own_mlflow_run_without_duplicate_steps(
     job_dir = tmp_path / "outputs" / "run"
     assert checkpoint.latest(job_dir).name == "iteration_0002"
 
-    resumed = run_cli(*RUN, "resume=auto", cwd=tmp_path)
+    resumed = run_cli(*RUN, "resume=auto", "iterations=5", cwd=tmp_path)  # and a longer budget
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     client = MlflowClient(mlflow_uri)
     (run,) = client.search_runs([client.get_experiment_by_name("ppo_exp").experiment_id])
@@ -59,14 +59,16 @@ def test_a_crashed_run_resumes_in_its_own_mlflow_run_without_duplicate_steps(
     assert run.data.tags["ppo_exp.resumed_from"].endswith("iteration_0002 (iteration 2)")
     for name in ("rollout/reward_mean", "rollout/kl", "policy/clipfrac"):
         steps = [m.step for m in client.get_metric_history(run.info.run_id, name)]
-        assert sorted(steps) == [1, 2, 3, 4], name  # step 3 was logged once, before the crash
-    assert [m.step for m in client.get_metric_history(run.info.run_id, "eval/kl")] == [0, 4]
+        assert sorted(steps) == [1, 2, 3, 4, 5], name  # step 3 logged once, before the crash
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "eval/kl")] == [0, 5]
+    assert run.data.params["iterations"] == "4"  # as it started; the new budget is a tag
+    assert run.data.tags["ppo_exp.resume.iterations"] == "5"
     # the final policy: weights and tokenizer, a few MB for the toy model
     policy = {a.path: a.file_size for a in client.list_artifacts(run.info.run_id, "policy")}
     expected = {"policy/model.safetensors", "policy/config.json", "policy/tokenizer.json"}
     assert expected <= set(policy)
     assert 1e6 < sum(policy.values()) < 20e6
-    assert checkpoint.latest(job_dir).name == "iteration_0004"
+    assert checkpoint.latest(job_dir).name == "iteration_0005"
 
 
 @pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")

@@ -110,6 +110,31 @@ def test_gao_best_of_n_fit_recovers_alpha_and_beta_by_hand():
         analysis.fit_gao(d, gain, form="ppo")
 
 
+def test_gao_fits_and_summary_per_configuration_by_hand():
+    import pandas as pd
+
+    d = [0.0, 1.0, 2.0, 3.0]
+    rl = analysis.gao_curve(d, 0.4, 0.2).tolist()  # peak at d* = e: KL e^2 = 7.39 < 9
+    rows = [
+        {"run_id": label, "label": label, "step": step, "kl": x * x, "d": x,
+         "gold": 0.1 + gain, "gold_gain": gain, "proxy": 2 * x, "proxy_gain": 2 * x}
+        for label, gains in (("rl", rl), ("rising", analysis.gao_curve(d, 0.3, -0.05).tolist()))
+        for step, (x, gain) in enumerate(zip(d, gains, strict=True))
+    ]  # fmt: skip
+    fits = analysis.gao_fits(pd.DataFrame(rows)).set_index("label")
+    assert fits.loc["rl", ["alpha", "beta"]].tolist() == pytest.approx([0.4, 0.2])
+    assert fits.loc["rl", "kl_peak_fit"] == pytest.approx(math.e**2)
+    assert fits.loc["rl", "fit_rmse"] == pytest.approx(0, abs=1e-12)
+    assert fits.loc["rl", "gold_peak"] == pytest.approx(0.1 + rl[3])  # still rising at d = 3
+    assert fits.loc["rising", "beta"] == pytest.approx(-0.05)
+    assert math.isnan(fits.loc["rising", "kl_peak_fit"])  # beta < 0: no peak
+    summary = analysis.overoptimisation_summary(
+        fits.reset_index(), pd.DataFrame(columns=["target", "param", "rho", "p_value", "n"])
+    )
+    assert "peaked before the last eval in 0 of them" in summary
+    assert "turns down in 1 of them, at a median KL of 7.39 nats; in 1 of them before" in summary
+
+
 def test_chat_messages_become_one_text():
     messages = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello!"}]
 

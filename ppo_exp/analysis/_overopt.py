@@ -208,10 +208,11 @@ def overoptimisation_summary(
     ]
     fitted = fits["kl_peak_fit"].dropna()
     if len(fitted):
+        reached = (fitted <= fits.loc[fitted.index, "kl_final"]).sum()
         text.append(
             f"Gao et al.'s {_FORM_TEXT[fits['form'].iloc[0]]} turns down in {len(fitted)} "
-            "of them, "
-            f"at a median KL of {fitted.median():.2f} nats."
+            f"of them, at a median KL of {fitted.median():.2f} nats; in {reached} of them "
+            "before the KL the run reached (past it, the peak is an extrapolation)."
         )
     significant = effects[(effects["p_value"] < alpha) & (effects["target"] != "drop")]
     for row in significant.itertuples():

@@ -116,4 +116,5 @@ def test_a_killed_trial_is_retried_and_resumes_from_its_checkpoint(wd, signum): 
     history = wd.client().get_metric_history(seed_run.info.run_id, "rollout/reward_mean")
     assert sorted(m.step for m in history) == [1, 2, 3, 4, 5, 6]  # each step once
     assert len(wd.runs("run")) == 2  # trial 0's run became trial 1's; trial 2 has its own
+    assert not wd.client().list_artifacts(seed_run.info.run_id, "policy")  # off in studies
     assert trials[1].state == TrialState.COMPLETE and trials[1].value is not None

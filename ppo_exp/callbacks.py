@@ -16,6 +16,15 @@ class SweepParentRun(Callback):
         self.impl: Callback | None = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from ppo_exp import launch_checks
+        from ppo_exp.checks import refuse
+        from ppo_exp.config import ConfigError, PPOConfig
+
+        launch_checks.mask_secrets_in_log_records()  # Hydra logs each job's overrides
+        try:  # every job of a plain sweep, before the first starts (Hydra would only warn)
+            launch_checks.check_sweep_jobs(config)
+        except ConfigError as error:
+            raise refuse(error, PPOConfig) from None
         from ppo_exp.tracking import SweepParentRun as Impl
 
         self.impl = Impl()

@@ -30,6 +30,11 @@ class Stopped(BaseException):
         self.signum = signum
 
 
+def stopped_by(stop: BaseException) -> str:
+    """The name of the signal behind `stop`: a `Stopped`, or KeyboardInterrupt (SIGINT)."""
+    return signal.Signals(getattr(stop, "signum", signal.SIGINT)).name
+
+
 @contextlib.contextmanager
 def stop_on_signals(signums: tuple[int, ...] = (signal.SIGTERM,)) -> Iterator[None]:
     """Within the block, `signums` raise `Stopped` (main thread only; elsewhere a no-op)."""

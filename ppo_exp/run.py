@@ -21,7 +21,8 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from ppo_exp.checks import effective_tracking_uri, refuse
-from ppo_exp.config import ConfigError, PPOConfig, preflight, to_config
+from ppo_exp.config import ConfigError, PPOConfig
+from ppo_exp.launch_checks import check_run, remove_run_dir
 from ppo_exp.lifecycle import Stopped, stop_on_signals
 from ppo_exp.ppo.guards import TrainingFault
 from ppo_exp.resources import pinned_threads_override
@@ -41,14 +42,9 @@ def job_dir() -> Path | None:
 
 def validated(cfg: DictConfig) -> tuple[PPOConfig, ResumePoint | None]:
     """Validate the composed config and what it names, and the checkpoint `resume` names;
-    a bad value exits with one line."""
+    a bad value exits with one line and leaves no new output folder."""
     try:
-        ppo_cfg = to_config(cfg)
-        preflight(ppo_cfg)
-        # Model and data: positions, devices, LoRA targets (imports torch, loads no weights).
-        from ppo_exp import model_checks
-
-        model_checks.check(ppo_cfg)
+        ppo_cfg = check_run(cfg)
         resume = resume_point(ppo_cfg, job_dir())
         if resume is not None and resume.run_id is not None:  # its MLflow run goes on
             check_run_exists(resume, effective_tracking_uri(ppo_cfg.mlflow.tracking_uri))
@@ -56,6 +52,8 @@ def validated(cfg: DictConfig) -> tuple[PPOConfig, ResumePoint | None]:
     except ConfigError as error:
         if OmegaConf.select(cfg, "optuna.study"):
             raise  # a study's sampled values: this trial fails with the reason, not the study
+        if HydraConfig.initialized():
+            remove_run_dir(HydraConfig.get())
         raise refuse(error, PPOConfig) from None
 
 

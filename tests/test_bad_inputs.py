@@ -15,6 +15,7 @@ import json
 import sys
 
 import pytest
+import torch
 from conftest import run_cli
 
 from ppo_exp import run
@@ -162,6 +163,12 @@ ROWS: list[tuple[list[str], list[str]]] = [
     (["mlflow.tracking_uri=bogus://x"], ["mlflow.tracking_uri='bogus://x'", "sqlite:///"]),
     (["mlflow.tracking_uri=sqlite:////no/such/dir/m.db"], ["/no/such/dir", "does not exist"]),
     (["mlflow.tracking_uri=/no/such/dir/mlruns"], ["/no/such/dir", "does not exist"]),
+    # -- plain sweeps: every job checked before the first one starts
+    (["-m", "gamma=0.9,1.5"], ["gamma=1.5", "a number in [0, 1]"]),
+    (["-m", "train=smoke", "num_minibatches=2,3"], ["num_minibatches=3", "batch_size=16"]),
+    (["-m", "reward=vader,function"], ["reward.function", "module:function"]),
+    (["-m", "lr=1e-4", "+clip_epsilon=0.1,0.2"], ["clip_epsilon=0.1", "did you mean clip_eps?"]),
+    (["-m", "seed=range(-1,2)"], ["seed=-1", "[0, 2**32 - 1]"]),
     # -- studies from the command line
     ([*STUDY, f"{S}seeds=[]"], [f"{S}seeds=[]", "non-empty"]),
     ([*STUDY, f"{S}seeds=[-1]"], [f"{S}seeds=[-1]", "integers >= 0"]),
@@ -242,6 +249,8 @@ def assert_refused(code: object, err: str, fragments: list[str], workdir) -> Non
     assert "hunter2" not in err  # passwords in URLs are masked
     assert not (workdir / "mlflow.db").exists()  # no MLflow run was started
     assert not (workdir / "optuna.db").exists()  # no study row was written
+    assert not (workdir / "outputs").exists()  # no empty Hydra run folder
+    assert not (workdir / "multirun").exists()  # nor sweep folder
 
 
 def test_the_table_holds_at_least_60_distinct_bad_inputs():
@@ -265,3 +274,13 @@ def test_the_real_command_refuses_the_same_way(args, fragments, workdir):
     result = run_cli(*args, cwd=workdir)
     assert "Traceback" not in result.stderr
     assert_refused(result.returncode, result.stderr, fragments, workdir)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is here: model.device=cuda is valid")
+@pytest.mark.parametrize("device", ["cuda", "cuda:0"])
+def test_cuda_without_a_gpu_is_refused(device, workdir, monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", ["ppo_exp.run", f"model.device={device}"])
+    with pytest.raises(SystemExit) as exit_info:
+        run.cli()
+    fragments = [f"model.device='{device}'", "CUDA is not available here"]
+    assert_refused(exit_info.value.code, capsys.readouterr().err, fragments, workdir)

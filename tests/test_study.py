@@ -11,10 +11,8 @@ import contextlib
 import math
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +25,7 @@ from conftest import FLAKY_REWARD, TINY_RUN
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import FrozenTrial
 
 from ppo_exp.config import ConfigError
 from ppo_exp.study.report import importances
@@ -454,48 +452,6 @@ def test_two_workers_share_one_study(wd, backend):
         if backend == "postgresql":
             with contextlib.suppress(KeyError):  # KeyError: no worker created the study
                 optuna.delete_study(study_name=name, storage=storage)
-
-
-@pytest.mark.slow
-def test_a_killed_worker_trial_is_failed_by_the_next_worker(wd):
-    args = ["hydra.sweeper.n_trials=2", *HEARTBEAT]
-    worker = wd.start(*args, "iterations=30", name="killed")
-    try:
-        deadline = time.monotonic() + 300
-        while not wd.runs("run"):  # wait until its first trial's training has begun
-            assert worker.poll() is None, wd.stderr("killed")
-            assert time.monotonic() < deadline, "no trial started"
-            time.sleep(0.5)
-        os.kill(worker.pid, signal.SIGKILL)
-        assert worker.wait(timeout=60) == -signal.SIGKILL
-    finally:
-        if worker.poll() is None:
-            worker.kill()
-    (trial,) = wd.trials()
-    assert trial.state == TrialState.RUNNING  # nobody noticed yet
-    trial_run_id = trial.user_attrs["mlflow_run_id"]
-    (seed_run,) = wd.runs("run")
-    assert seed_run.data.tags["mlflow.parentRunId"] == trial_run_id
-
-    result = wd.run(*args)
-    assert result.returncode == 0, result.stderr[-3000:]
-    trials = wd.trials()
-    assert states(trials) == ["FAIL", "COMPLETE"]
-    assert not [t for t in trials if t.state == TrialState.RUNNING]
-    trial_runs = trial_runs_by_number(wd)
-    dead = trial_runs[0]
-    assert dead.info.run_id == trial_run_id
-    assert dead.info.status == "FAILED"
-    assert dead.data.tags["ppo_exp.trial_state"] == "FAIL"
-    assert "heartbeat" in dead.data.tags["ppo_exp.error"]
-    (dead_seed_run,) = children(wd.runs(), dead)
-    assert dead_seed_run.info.run_id == seed_run.info.run_id
-    assert dead_seed_run.info.status == "FAILED"
-    assert trial_runs[1].info.status == "FINISHED"
-    (parent,) = wd.runs("study")
-    assert parent.info.status == "FINISHED"
-
-
 
 
 @pytest.mark.slow

@@ -34,10 +34,21 @@ def without_timings(history):
     }
 
 
+@pytest.fixture
+def two_threads():
+    """torch's intra-op threads pinned to 2: CPU results are identical for the same seed
+    *and thread count* (a reduction split another way rounds differently)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield 2
+    torch.set_num_threads(before)
+
+
 @pytest.mark.slow
-def test_same_seed_gives_identical_metrics(base_model_path):
+def test_same_seed_and_thread_count_give_identical_metrics(base_model_path, two_threads):
     first, second, other = Recorder(), Recorder(), Recorder()
     train(PPOConfig(**SMOKE, seed=3), [first])
+    assert torch.get_num_threads() == two_threads  # the trainer keeps the count it is given
     train(PPOConfig(**SMOKE, seed=3), [second])
     train(PPOConfig(**SMOKE, seed=4), [other])
     assert without_timings(first.metrics) == without_timings(second.metrics)

@@ -1,8 +1,9 @@
 """Retrying trials whose worker died: `hydra.sweeper.retry_failed: N`.
 
-A trial whose worker was killed (SIGKILL, a lost machine, a preempted SLURM job) or
-stopped by a signal stops sending heartbeats; the next worker to look fails it
-(`storage.fail_stale_trials`) and, with `retry_failed > 0`, queues a copy with Optuna's
+A trial whose worker was killed (SIGKILL, a lost machine) stops sending heartbeats; the
+next worker to look fails it (`storage.fail_stale_trials`). A worker stopped by SIGTERM
+(a preempted SLURM job) or SIGINT fails its running trials itself before it exits. Either
+way, with `retry_failed > 0`, the failed trial is queued again with Optuna's
 `RetryHeartbeatStaleTrialCallback`: the same params, user attrs and intermediate values,
 and the system attrs `failed_trial` (the original trial's number) and `retry_history`;
 at most N retries per original trial. The copy runs before any new trial, and each of

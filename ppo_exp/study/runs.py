@@ -42,6 +42,8 @@ def study_parent_run(study: optuna.Study, config: DictConfig, settings: Any) -> 
     if run_id:
         try:
             client.update_run(run_id, status="RUNNING")
+            if "ppo_exp.error" in client.get_run(run_id).data.tags:  # why it last ended
+                client.delete_tag(run_id, "ppo_exp.error")
             tag_launch(run_id, settings)
             return run_id
         except MlflowException:
@@ -130,11 +132,14 @@ def end_trial_run(
 
 def fail_dead_trial_runs(study: optuna.Study, trial: FrozenTrial) -> None:
     """Optuna failed `trial` because its worker died: fail its MLflow runs too."""
-    run_id = trial.user_attrs.get(TRIAL_RUN_ATTR)
-    if not run_id:
-        return
+    if run_id := trial.user_attrs.get(TRIAL_RUN_ATTR):
+        reason = "worker stopped sending heartbeats (killed?); trial failed by another worker"
+        close_trial_runs(run_id, "FAILED", reason)
+
+
+def close_trial_runs(run_id: str, status: str, reason: str) -> None:
+    """End a trial's run and its job runs still RUNNING with `status`, tagged `reason`."""
     client = MlflowClient()
-    reason = "worker stopped sending heartbeats (killed?); trial failed by another worker"
     children = client.search_runs(
         [client.get_run(run_id).info.experiment_id],
         filter_string=f"tags.mlflow.parentRunId = '{run_id}' and attributes.status = 'RUNNING'",
@@ -142,12 +147,13 @@ def fail_dead_trial_runs(study: optuna.Study, trial: FrozenTrial) -> None:
     for run in [client.get_run(run_id), *children]:
         client.set_tag(run.info.run_id, "ppo_exp.error", reason)
         client.set_tag(run.info.run_id, "ppo_exp.trial_state", "FAIL")
-        client.set_terminated(run.info.run_id, status="FAILED")
+        client.set_terminated(run.info.run_id, status=status)
 
 
-def end_parent_run(run_id: str, *, failed: str | None = None) -> None:
-    """End the study's parent run: FINISHED, or FAILED with the reason."""
+def end_parent_run(run_id: str, *, failed: str | None = None, killed: str | None = None) -> None:
+    """End the study's parent run: FINISHED, FAILED with the reason, or KILLED (a signal
+    stopped this worker; the next launch or another worker reopens it)."""
     client = MlflowClient()
-    if failed:
-        client.set_tag(run_id, "ppo_exp.error", failed[:5000])
-    client.set_terminated(run_id, status="FAILED" if failed else "FINISHED")
+    if failed or killed:
+        client.set_tag(run_id, "ppo_exp.error", (failed or killed)[:5000])
+    client.set_terminated(run_id, status="FAILED" if failed else "KILLED" if killed else "FINISHED")

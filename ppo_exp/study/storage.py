@@ -7,7 +7,10 @@
   N workers on one study create exactly `n_trials` trials, never one more.
 - `Heartbeat` keeps a running trial's heartbeat fresh from a background thread; a
   worker killed mid-trial stops beating, and any other worker (or the next launch)
-  marks that trial FAIL with `fail_stale_trials`. Heartbeats need an RDB storage.
+  marks that trial FAIL with `fail_stale_trials`. RDB storages have Optuna's own
+  heartbeats; Optuna's journal storage has none, so `JournalWithHeartbeats` keeps a
+  trial's last beat in a system attribute (one journal line per beat) behind Optuna's
+  heartbeat interface, and a dead journal worker's trial is failed the same way.
 """
 
 from __future__ import annotations
@@ -16,16 +19,19 @@ import contextlib
 import fcntl
 import hashlib
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import optuna
 import sqlalchemy
 from optuna.storages import BaseStorage, JournalStorage, RDBStorage
-from optuna.storages.journal import JournalFileBackend
-from optuna.trial import FrozenTrial
+from optuna.storages._heartbeat import BaseHeartbeat
+from optuna.storages.journal import BaseJournalBackend, JournalFileBackend
+from optuna.trial import FrozenTrial, TrialState
 
 DEFAULT_STORAGE = "sqlite:///optuna.db"
+HEARTBEAT_ATTR = "ppo_exp:heartbeat"  # a journal trial's last beat, in Unix seconds
 
 
 def open_storage(
@@ -42,7 +48,13 @@ def open_storage(
     """
     url = url or DEFAULT_STORAGE
     if url.startswith("journal:"):
-        return JournalStorage(JournalFileBackend(url.removeprefix("journal:")))
+        backend = JournalFileBackend(url.removeprefix("journal:"))
+        return JournalWithHeartbeats(
+            backend,
+            heartbeat_interval=heartbeat_interval,
+            grace_period=grace_period,
+            stale_trial_callback=stale_trial_callback,
+        )
     return RDBStorage(
         url,
         heartbeat_interval=heartbeat_interval,
@@ -113,6 +125,47 @@ def budget_lock(url: str | None, study_name: str) -> Iterator[None]:
     engine.dispose()
 
 
+class JournalWithHeartbeats(JournalStorage, BaseHeartbeat):
+    """Optuna's journal storage with the heartbeats its RDB storage has.
+
+    A beat is the trial's system attribute `HEARTBEAT_ATTR` (the beating machine's
+    clock); a RUNNING trial that has beaten, whose last beat is older than
+    `grace_period` seconds (default: two intervals), is stale, as in `RDBStorage`.
+    """
+
+    def __init__(
+        self,
+        backend: BaseJournalBackend,
+        *,
+        heartbeat_interval: int | None = None,
+        grace_period: int | None = None,
+        stale_trial_callback: Callable[[optuna.Study, FrozenTrial], None] | None = None,
+    ):
+        super().__init__(backend)
+        self.heartbeat_interval, self.grace_period = heartbeat_interval, grace_period
+        self.stale_trial_callback = stale_trial_callback
+
+    def record_heartbeat(self, trial_id: int) -> None:
+        self.set_trial_system_attr(trial_id, HEARTBEAT_ATTR, time.time())
+
+    def _get_stale_trial_ids(self, study_id: int) -> list[int]:
+        grace = self.grace_period or 2 * (self.heartbeat_interval or 0)
+        now = time.time()
+        return [
+            trial._trial_id
+            for trial in self.get_all_trials(study_id, deepcopy=False, states=(TrialState.RUNNING,))
+            if now - trial.system_attrs.get(HEARTBEAT_ATTR, now) > grace
+        ]
+
+    def get_heartbeat_interval(self) -> int | None:
+        return self.heartbeat_interval
+
+    def get_heartbeat_stale_trial_callback(
+        self,
+    ) -> Callable[[optuna.Study, FrozenTrial], None] | None:
+        return self.stale_trial_callback
+
+
 class Heartbeat:
     """Record a trial's heartbeat every `interval` seconds until stopped."""
 
@@ -122,7 +175,7 @@ class Heartbeat:
         self._thread = threading.Thread(target=self._beat, name="optuna-heartbeat", daemon=True)
 
     def __enter__(self) -> Heartbeat:
-        if isinstance(self._storage, RDBStorage):
+        if isinstance(self._storage, BaseHeartbeat):
             self._thread.start()
         return self
 
@@ -133,11 +186,14 @@ class Heartbeat:
 
     def _beat(self) -> None:
         while not self._stop.is_set():
-            self._storage.record_heartbeat(self._trial_id)
+            # A trial another worker failed by mistake (its beats were late) cannot beat:
+            # this worker finds out when it tells the trial's result.
+            with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
+                self._storage.record_heartbeat(self._trial_id)
             self._stop.wait(self._interval)
 
 
 def fail_stale_trials(study: optuna.Study, storage: BaseStorage) -> None:
-    """Mark FAIL the RUNNING trials whose worker stopped beating (RDB storages only)."""
-    if isinstance(storage, RDBStorage):
+    """Mark FAIL the RUNNING trials whose worker stopped beating (RDB and journal)."""
+    if isinstance(storage, BaseHeartbeat):
         optuna.storages.fail_stale_trials(study)

@@ -1,0 +1,104 @@
+"""What a launch checks and cleans before any job runs, beyond one config's own checks.
+
+- `check_run`: a composed run config validated whole (`config.validate`, `preflight`,
+  `model_checks`): what `python -m ppo_exp.run` refuses, before any model loads.
+- `check_sweep_jobs`: every job of a plain `-m` sweep composed and checked before the
+  first one launches, so `-m gamma=0.9,1.5` is refused in one line and leaves nothing.
+- `remove_run_dir`: a refused run's Hydra output folder (its `.hydra/` and log file)
+  removed, with the dated folders above it that it leaves empty.
+- `mask_secrets_in_log_records`: passwords in URLs masked in every log line of this
+  process, Hydra's own "Launching jobs" / "#0 : overrides" lines included.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+
+from omegaconf import DictConfig, open_dict
+
+from ppo_exp.checks import mask
+from ppo_exp.config import PPOConfig, preflight, to_config
+
+BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
+
+
+def check_run(cfg: DictConfig) -> PPOConfig:
+    """The validated run config of `cfg` (raises `ConfigError`; loads no weights)."""
+    ppo_cfg = to_config(cfg)
+    preflight(ppo_cfg)
+    # Model and data: positions, devices, LoRA targets (imports torch, loads no weights).
+    from ppo_exp import model_checks
+
+    model_checks.check(ppo_cfg)
+    return ppo_cfg
+
+
+def sweep_jobs(config: DictConfig) -> list[list[str]]:
+    """The override lists of every job Hydra's basic sweeper will launch for `config`."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    params = config.hydra.sweeper.get("params") or {}
+    arguments = [f"{key}={value}" for key, value in params.items()]
+    arguments += list(config.hydra.overrides.task)
+    parsed = OverridesParser.create().parse_overrides(arguments)
+    return [job for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
+
+
+def check_sweep_jobs(config: DictConfig) -> None:
+    """Compose and check every job of a plain `-m` sweep (raises `ConfigError`).
+
+    Other sweepers (the study sweeper) check their own jobs.
+    """
+    if config.hydra.sweeper.get("_target_") != BASIC_SWEEPER:
+        return
+    from hydra.core.global_hydra import GlobalHydra
+
+    loader = GlobalHydra.instance().config_loader()
+    for overrides in sweep_jobs(config):
+        job = loader.load_sweep_config(config, overrides)
+        with open_dict(job):
+            del job["hydra"]  # as a job's task function sees its config
+        check_run(job)
+
+
+def remove_run_dir(hydra_cfg: DictConfig) -> None:
+    """Remove what Hydra wrote for a run that was then refused, and the empty folders
+    above it up to the working directory (`outputs/DATE/TIME` of a plain run)."""
+    output_dir = Path(hydra_cfg.runtime.output_dir)
+    if hydra_cfg.output_subdir is not None:
+        shutil.rmtree(output_dir / str(hydra_cfg.output_subdir), ignore_errors=True)
+    (output_dir / f"{hydra_cfg.job.name}.log").unlink(missing_ok=True)
+    cwd = Path.cwd().resolve()
+    folder = output_dir.resolve()
+    while folder != cwd and cwd in folder.parents and not any(folder.iterdir()):
+        folder.rmdir()
+        folder = folder.parent
+
+
+def mask_secrets_in_log_records() -> None:
+    """Mask `scheme://user:password@` in every log record of this process from now on.
+
+    Hydra's launchers log each job's overrides (`#0 : optuna.storage=postgresql://...`)
+    before the job runs, from loggers we do not own; a record factory reaches them all.
+    Installing it twice keeps one.
+    """
+    factory = logging.getLogRecordFactory()
+    if getattr(factory, "masks_secrets", False):
+        return
+
+    def masked_record(*args: object, **kwargs: object) -> logging.LogRecord:
+        record = factory(*args, **kwargs)
+        try:
+            message = record.getMessage()
+        except (TypeError, ValueError):  # a bad format string: logging reports it itself
+            return record
+        if (masked := mask(message)) != message:
+            record.msg, record.args = masked, ()
+        return record
+
+    masked_record.masks_secrets = True  # type: ignore[attr-defined]
+    logging.setLogRecordFactory(masked_record)
+

@@ -4,8 +4,8 @@
   `model_checks`): what `python -m ppo_exp.run` refuses, before any model loads.
 - `check_sweep_jobs`: every job of a plain `-m` sweep composed and checked before the
   first one launches, so `-m gamma=0.9,1.5` is refused in one line and leaves nothing.
-- `remove_run_dir`: a refused run's Hydra output folder (its `.hydra/` and log file)
-  removed, with the dated folders above it that it leaves empty.
+- `remove_run_dir`: a refused run's new Hydra output folder (its `.hydra/` and empty log
+  file) removed, with the dated folders above it that it leaves empty.
 - `mask_secrets_in_log_records`: passwords in URLs masked in every log line of this
   process, Hydra's own "Launching jobs" / "#0 : overrides" lines included.
 """
@@ -65,14 +65,22 @@ def check_sweep_jobs(config: DictConfig) -> None:
 
 
 def remove_run_dir(hydra_cfg: DictConfig) -> None:
-    """Remove what Hydra wrote for a run that was then refused, and the empty folders
-    above it up to the working directory (`outputs/DATE/TIME` of a plain run)."""
+    """Remove the output folder Hydra made for a run that was then refused, and the empty
+    folders above it up to the working directory (`outputs/DATE/TIME` of a plain run).
+
+    Only a folder that holds nothing but what Hydra wrote for this launch (`.hydra/` and
+    an empty log file) is removed: a `hydra.run.dir` that held files before (a run to
+    resume, the user's own) is left as it is.
+    """
     output_dir = Path(hydra_cfg.runtime.output_dir)
-    if hydra_cfg.output_subdir is not None:
-        shutil.rmtree(output_dir / str(hydra_cfg.output_subdir), ignore_errors=True)
-    (output_dir / f"{hydra_cfg.job.name}.log").unlink(missing_ok=True)
-    cwd = Path.cwd().resolve()
-    folder = output_dir.resolve()
+    log_file = output_dir / f"{hydra_cfg.job.name}.log"
+    hydras = {str(hydra_cfg.output_subdir), log_file.name}
+    if not output_dir.is_dir() or any(p.name not in hydras for p in output_dir.iterdir()):
+        return
+    if log_file.exists() and log_file.stat().st_size > 0:
+        return  # an earlier run's log: this folder is not new
+    shutil.rmtree(output_dir)
+    cwd, folder = Path.cwd().resolve(), output_dir.resolve().parent
     while folder != cwd and cwd in folder.parents and not any(folder.iterdir()):
         folder.rmdir()
         folder = folder.parent

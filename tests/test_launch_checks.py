@@ -38,7 +38,7 @@ def hydra_node(output_dir, **job):
     )
 
 
-def test_a_refused_run_leaves_no_folder_but_keeps_what_is_not_hydras(tmp_path, monkeypatch):
+def test_a_refused_run_leaves_no_new_folder_and_keeps_older_ones(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     run_dir = tmp_path / "outputs" / "2026-01-01" / "00-00-00"
     (run_dir / ".hydra").mkdir(parents=True)
@@ -49,8 +49,14 @@ def test_a_refused_run_leaves_no_folder_but_keeps_what_is_not_hydras(tmp_path, m
     assert not (tmp_path / "outputs" / "2026-01-01" / "00-00-00").exists()
     assert (tmp_path / "outputs" / "2026-01-01" / "00-00-01").is_dir()
 
-    mine = tmp_path / "mine"  # hydra.run.dir=mine, a folder with the user's own files
+    resumed = tmp_path / "job"  # hydra.run.dir=job, an earlier run's folder (resume=auto)
+    (resumed / ".hydra").mkdir(parents=True)
+    (resumed / "run.log").write_text("[INFO] iteration 3\n")
+    remove_run_dir(hydra_node(resumed))
+    assert (resumed / "run.log").read_text() and (resumed / ".hydra").is_dir()
+
+    mine = tmp_path / "mine"  # a folder with the user's own files
     (mine / ".hydra").mkdir(parents=True)
     (mine / "notes.txt").write_text("keep")
     remove_run_dir(hydra_node(mine))
-    assert sorted(p.name for p in mine.iterdir()) == ["notes.txt"]
+    assert sorted(p.name for p in mine.iterdir()) == [".hydra", "notes.txt"]

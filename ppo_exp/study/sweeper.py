@@ -38,6 +38,7 @@ from ppo_exp.ppo.guards import TrainingFault
 from ppo_exp.study import launchers, report, retry, runs
 from ppo_exp.study.algorithms import PRUNERS, SAMPLERS, build
 from ppo_exp.study.checks import validate_study
+from ppo_exp.study.in_flight import TrialsInFlight
 from ppo_exp.study.settings import StudySweeperConf, plain
 from ppo_exp.study.space import as_override, search_space
 from ppo_exp.study.storage import (
@@ -61,9 +62,7 @@ class StudySweeper(Sweeper):
         self.settings = StudySweeperConf(**{k: plain(v) for k, v in settings.items()})
         self.launcher = None
         self.stop = threading.Event()  # set when a slot fails: the others ask no more
-        # Trials this worker runs now, by id: a signal fails them (see `_abandon_trials`).
-        self.in_flight: dict[int, tuple[optuna.Study, optuna.Trial, str]] = {}
-        self.in_flight_lock = threading.Lock()
+        self.in_flight = TrialsInFlight()  # what a signal fails at once
 
     def setup(
         self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
@@ -125,7 +124,8 @@ class StudySweeper(Sweeper):
                 self._run_slots(space, arguments)
         except (KeyboardInterrupt, Stopped) as stop:
             reason = f"stopped by {stopped_by(stop)}"
-            self._abandon_trials(reason)
+            self.stop.set()
+            self.in_flight.abandon(reason, retry_failed=settings.retry_failed)
             runs.end_parent_run(self.parent_run_id, killed=reason)
             raise
         except BaseException as error:
@@ -227,21 +227,6 @@ class StudySweeper(Sweeper):
             spec["seed"] = spec["seed"] + n_trials_so_far
         return build(SAMPLERS, spec, "sampler")
 
-    def _abandon_trials(self, reason: str) -> None:
-        """Fail this worker's running trials (`fail_reason`: `reason`), their MLflow runs
-        KILLED, so that nothing stays RUNNING until another worker's grace period; with
-        `retry_failed`, queue each for a retry, as a dead worker's trial would be."""
-        self.stop.set()
-        with self.in_flight_lock:
-            abandoned, self.in_flight = self.in_flight, {}
-        for study, trial, run_id in abandoned.values():
-            trial.set_user_attr("fail_reason", reason)
-            study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
-            runs.close_trial_runs(run_id, "KILLED", reason)
-            failed = study._storage.get_trial(trial._trial_id)
-            retry.retry(study, failed, self.settings.retry_failed)
-            log.info("trial %d FAIL %s", trial.number, reason)
-
     def _wait_for_other_workers(self, study: optuna.Study) -> None:
         """The last trials may still run in other workers: wait, failing any that died."""
         while study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
@@ -259,8 +244,7 @@ class StudySweeper(Sweeper):
             self.parent_run_id, trial, settings.study_name, retried_from=retry.retried_from(frozen)
         )
         trial.set_user_attr(runs.TRIAL_RUN_ATTR, run_id)  # lets a stale-trial callback find it
-        with self.in_flight_lock:
-            self.in_flight[trial._trial_id] = (study, trial, run_id)
+        self.in_flight.start(study, trial, run_id)
         jobs = [
             [
                 *arguments,
@@ -280,12 +264,10 @@ class StudySweeper(Sweeper):
                 # The trial stays RUNNING and stops beating: once its grace period is
                 # over, this or any worker fails it (and its runs) like a dead worker's.
                 log.error("trial %d lost its jobs: %r", trial.number, error)
-                with self.in_flight_lock:
-                    self.in_flight.pop(trial._trial_id, None)
+                self.in_flight.finish(trial)
                 return
-        with self.in_flight_lock:
-            if self.in_flight.pop(trial._trial_id, None) is None:
-                return  # a signal stopped this worker and failed the trial meanwhile
+        if not self.in_flight.finish(trial):
+            return  # a signal stopped this worker and failed the trial meanwhile
 
         per_seed = [o.values for o in outcomes if o.state == TrialState.COMPLETE]
         state, reason = TrialState.COMPLETE, None

@@ -37,3 +37,20 @@ class SweepParentRun(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         if self.impl is not None:
             self.impl.on_multirun_end(config, **kwargs)
+
+
+class MaskSecretsInJobFiles(Callback):
+    """URL passwords masked in the files Hydra writes for a job and a sweep, and in this
+    process's log lines (a job in a process of its own too): `ppo_exp.job_files`."""
+
+    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from ppo_exp import job_files, launch_checks
+
+        launch_checks.mask_secrets_in_log_records()
+        job_files.mask_job_files(config)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        from ppo_exp import job_files
+
+        if (record := job_files.sweep_record(config)) is not None:
+            job_files.mask_file(record)

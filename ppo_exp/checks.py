@@ -347,12 +347,15 @@ def effective_tracking_uri(configured: str | None) -> str:
 
 # --- secrets ---------------------------------------------------------------------------
 
-_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][\w+.-]*://)(?P<user>[^:/@\s]*):(?P<pw>[^@/\s]+)@")
+# Hydra escapes `:` in a sweep job's overrides (`https\://user\:pw@host`): masked too.
+_USERINFO = re.compile(
+    r"(?P<scheme>[A-Za-z][\w+.-]*\\?://)(?P<user>[^:/@\s\\]*)(?P<colon>\\?:)(?P<pw>[^@/\s]+)@"
+)
 
 
 def mask(text: str) -> str:
     """`text` with the password of every `scheme://user:password@host` replaced by ***."""
-    return _USERINFO.sub(r"\g<scheme>\g<user>:***@", text)
+    return _USERINFO.sub(r"\g<scheme>\g<user>\g<colon>***@", text)
 
 
 def mask_secrets(value: Any) -> Any:

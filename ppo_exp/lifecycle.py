@@ -29,6 +29,9 @@ class Stopped(BaseException):
         super().__init__(signal.Signals(signum).name)
         self.signum = signum
 
+    def __reduce__(self) -> tuple:  # a job process's Stopped reaches its launcher whole
+        return Stopped, (self.signum,)
+
 
 def stopped_by(stop: BaseException) -> str:
     """The name of the signal behind `stop`: a `Stopped`, or KeyboardInterrupt (SIGINT)."""

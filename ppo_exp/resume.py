@@ -15,6 +15,7 @@ import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
+from ppo_exp.checks import mask_secrets
 from ppo_exp.config import ConfigError, PPOConfig
 
 RUN_ID = "mlflow_run_id"  # the key of the MLflow run id in a checkpoint's meta
@@ -54,7 +55,7 @@ def resume_point(cfg: PPOConfig, job_dir: Path | None) -> ResumePoint | None:
                 "checkpoints/iteration_N, auto, or null",
             )
     info = checkpoint.read_info(found)
-    current = dataclasses.asdict(cfg)
+    current = mask_secrets(dataclasses.asdict(cfg))  # as saved: passwords masked
     if differ := checkpoint.config_differences(info["config"], current):
         details = "; ".join(f"{k}: {old!r} there, {new!r} here" for k, (old, new) in differ.items())
         raise ConfigError(

@@ -10,6 +10,7 @@ heartbeat (Optuna's on SQLite and PostgreSQL, ours on the journal).
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import signal
 import time
 import uuid
@@ -66,18 +67,24 @@ def with_password(url: str) -> str:
     return parts._replace(netloc=parts.netloc.replace("@", f":{SECRET}@", 1)).geturl()
 
 
+def joblib_available() -> bool:
+    return importlib.util.find_spec("hydra_plugins.hydra_joblib_launcher") is not None
+
+
 def trials_of(name: str, url: str) -> list[FrozenTrial]:
     return optuna.load_study(study_name=name, storage=open_storage(url)).get_trials()
 
 
-def wait_for_training(wd: Workdir, worker) -> None:
-    """Until the worker's first job has logged an iteration."""
+def wait_for_training(wd: Workdir, worker, jobs: int = 1) -> None:
+    """Until `jobs` of the worker's jobs have each logged an iteration."""
     deadline = time.monotonic() + 300
     while True:
         assert worker.poll() is None, wd.stderr("worker")
-        assert time.monotonic() < deadline, "no trial started training"
-        seed_runs = wd.runs("run")
-        if seed_runs and wd.client().get_metric_history(seed_runs[0].info.run_id, "rollout/kl"):
+        assert time.monotonic() < deadline, f"fewer than {jobs} jobs started training"
+        client = wd.client()
+        training = [r for r in wd.runs("run")
+                    if client.get_metric_history(r.info.run_id, "rollout/kl")]
+        if len(training) >= jobs:
             return
         time.sleep(0.5)
 
@@ -133,3 +140,30 @@ def test_a_stopped_or_killed_worker_leaves_nothing_running(wd, backend, signum):
             console += result.stdout + result.stderr
             assert SECRET not in console
             assert f"{urlsplit(url).username}:***@" in console
+
+
+@pytest.mark.skipif(not joblib_available(), reason="hydra-joblib-launcher is not installed")
+def test_a_stopped_worker_stops_its_job_processes(wd):
+    """Under joblib, the jobs run in loky processes the signal does not reach: the worker
+    forwards it, gives them a few seconds to end their runs KILLED, and exits."""
+    args = ["hydra.sweeper.n_trials=3", *HEARTBEAT, "hydra/launcher=joblib",
+            "hydra.launcher.n_jobs=2", "hydra.sweeper.n_jobs=2"]
+    worker = wd.start(*args, "iterations=60", name="worker")
+    try:
+        wait_for_training(wd, worker, jobs=2)
+        worker.send_signal(signal.SIGTERM)
+        code = worker.wait(timeout=60)  # not the rest of the training: job_processes.GRACE_S
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+    assert code == 128 + signal.SIGTERM, wd.stderr("worker")
+    trials = wd.trials()
+    assert states(trials) == ["FAIL", "FAIL"]
+    assert {t.user_attrs["fail_reason"] for t in trials} == {"stopped by SIGTERM"}
+    assert {r.info.status for r in wd.runs()} == {"KILLED"}  # seed, trial and parent runs
+    assert len(wd.runs("run")) == 2
+
+    result = wd.run(*args)  # the relaunch finishes the study
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert states(wd.trials()) == ["FAIL", "FAIL", "COMPLETE"]  # exactly n_trials
+    assert not [r.info.run_name for r in wd.runs() if r.info.status == "RUNNING"]

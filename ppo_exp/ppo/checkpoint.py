@@ -33,6 +33,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from ppo_exp.checks import mask_secrets  # no password in a job dir's checkpoint.json
+
 CHECKPOINTS = "checkpoints"  # the folder of a job's checkpoints, inside its job dir
 INFO = "checkpoint.json"
 STATE = "trainer_state.pt"
@@ -226,7 +228,7 @@ def save_trainer(trainer: Any, iteration: int) -> Path:
     }
     return save(
         trainer.job_dir, iteration, model=trainer.model, tokenizer=trainer.tokenizer,
-        state=state, config=dataclasses.asdict(trainer.cfg), meta=trainer.meta,
+        state=state, config=mask_secrets(dataclasses.asdict(trainer.cfg)), meta=trainer.meta,
     )
 
 

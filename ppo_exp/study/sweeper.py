@@ -35,7 +35,7 @@ from ppo_exp.checks import mask, refuse
 from ppo_exp.config import ConfigError, PPOConfig
 from ppo_exp.lifecycle import Stopped, stop_on_signals, stopped_by
 from ppo_exp.ppo.guards import TrainingFault
-from ppo_exp.study import launchers, report, retry, runs
+from ppo_exp.study import job_processes, launchers, report, retry, runs
 from ppo_exp.study.algorithms import PRUNERS, SAMPLERS, build
 from ppo_exp.study.checks import validate_study
 from ppo_exp.study.in_flight import TrialsInFlight
@@ -127,6 +127,7 @@ class StudySweeper(Sweeper):
             self.stop.set()
             self.in_flight.abandon(reason, retry_failed=settings.retry_failed)
             runs.end_parent_run(self.parent_run_id, killed=reason)
+            job_processes.stop_jobs()  # jobs in processes of their own end theirs KILLED
             raise
         except BaseException as error:
             runs.end_parent_run(self.parent_run_id, failed=f"{type(error).__name__}: {error}")

@@ -73,3 +73,13 @@ def test_a_sigkilled_run_is_closed_failed_by_the_next_launch(tmp_path, mlflow_ur
     assert lifecycle.close_stale_runs(experiment_id, now=later) == [run_id]
     run = client.get_run(run_id)
     assert run.info.status == "FAILED" and "stale" in run.data.tags["ppo_exp.error"]
+
+
+def test_stopped_crosses_processes_whole():
+    """A job in a joblib (loky) process sends its `Stopped` back pickled: it must unpickle
+    (`Stopped("SIGTERM")` would not), or the launcher reports a broken pool instead."""
+    import pickle
+
+    stop = pickle.loads(pickle.dumps(lifecycle.Stopped(signal.SIGTERM)))
+    assert isinstance(stop, lifecycle.Stopped) and stop.signum == signal.SIGTERM
+    assert lifecycle.stopped_by(stop) == "SIGTERM"

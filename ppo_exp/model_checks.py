@@ -12,7 +12,7 @@ from __future__ import annotations
 import glob
 from pathlib import Path
 
-from ppo_exp import checks
+from ppo_exp import locations
 from ppo_exp.config import ConfigError, PPOConfig
 
 POSITION_ATTRIBUTES = ("max_position_embeddings", "n_positions", "max_sequence_length")
@@ -62,7 +62,7 @@ def checkpoint_config(key: str, path: str):
     """The transformers config of the checkpoint at `path` (config.json only: cheap)."""
     from transformers import AutoConfig
 
-    checks.checkpoint_config(key, path)  # a local path exists and holds a config.json
+    locations.checkpoint_config(key, path)  # a local path exists and holds a config.json
     try:
         return AutoConfig.from_pretrained(str(Path(path).expanduser()))
     except (OSError, ValueError) as error:

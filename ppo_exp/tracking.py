@@ -27,9 +27,9 @@ from mlflow.tracking import MlflowClient
 from mlflow.tracking.context.registry import resolve_tags
 from omegaconf import DictConfig, OmegaConf
 
-from ppo_exp.checks import mask, mask_secrets
 from ppo_exp.config import MlflowConfig, PPOConfig, mlflow_params
 from ppo_exp.lifecycle import Heartbeat, Stopped, close_stale_runs
+from ppo_exp.locations import mask, mask_secrets
 from ppo_exp.resume import ResumePoint, last_logged_step, log_params_once
 
 log = logging.getLogger("ppo_exp")

@@ -33,7 +33,7 @@ def wheel(tmp_path_factory) -> Path:
     return found
 
 
-def test_wheel_ships_configs_studies_and_notebooks(wheel):
+def test_wheel_ships_configs_studies_notebooks_and_data(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
     for shipped in (
         "ppo_exp/conf/config.yaml",
@@ -41,6 +41,8 @@ def test_wheel_ships_configs_studies_and_notebooks(wheel):
         "ppo_exp/conf/gae/mc.yaml",
         "ppo_exp/studies/core.yaml",
         "ppo_exp/notebooks/sensitivity.ipynb",
+        "ppo_exp/task/reviews.yaml",  # the review grammar's words
+        "ppo_exp/config/sections.py",
         "hydra_plugins/ppo_exp_sweeper/__init__.py",
     ):
         assert shipped in names, shipped

@@ -7,7 +7,8 @@ import dataclasses
 import pytest
 import torch
 
-from ppo_exp.config import METRICS, PPOConfig
+from ppo_exp.config import PPOConfig
+from ppo_exp.metrics import METRICS
 from ppo_exp.ppo.replay import lr_factor
 from ppo_exp.ppo.trainer import PPOTrainer, train
 from ppo_exp.task.base_model import load_causal_lm
@@ -90,7 +91,7 @@ def test_learning_curve_areas_are_the_means_of_the_evals_after_step_0(base_model
     recorder = Recorder()
     train(PPOConfig(**{**SMOKE, "eval_every": 1}), [recorder])
     history = recorder.metrics
-    # config.METRICS (what `objective` and study objectives may name) is what is logged;
+    # metrics.METRICS (what `objective` and study objectives may name) is what is logged;
     # the gold scorer's metrics only when reward.gold is set
     gold = {"eval/gold_mean", "eval/gold_std"}
     assert set().union(*history.values()) == set(METRICS) - gold

@@ -7,7 +7,6 @@ run are the same names (`preferences.*` flattened as `preferences.<key>`).
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -15,6 +14,14 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
 from ppo_exp.config import ConfigError, MlflowConfig
+from ppo_exp.config.validation import (
+    at_least,
+    check,
+    non_negative,
+    one_of,
+    positive,
+    within,
+)
 
 # Local preference files are read with the `datasets` builder of their format.
 FILE_BUILDERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
@@ -46,6 +53,22 @@ class PreferencesConfig:
     max_new_tokens: int = 24  # response length cap, tokens (as the PPO runs)
     seed: int = 0  # seeds the prompts, the sampling and the annotator
 
+    def __post_init__(self) -> None:
+        """Refuse a `preferences.*` setting out of range (`ConfigError`)."""
+        pre = "preferences."  # how the keys are named in messages
+        one_of(self, "source", ("embedded", "dataset"), prefix=pre)
+        check(
+            self.source != "dataset" or bool(self.path), "preferences.path", self.path,
+            "a datasets source (hub id, dir or file) when preferences.source=dataset",
+        )
+        within(self, "test_size", 0, 1, bounds="()", prefix=pre)
+        at_least(self, "max_pairs", prefix=pre, nullable=True)
+        at_least(self, "pairs", minimum=4, prefix=pre)
+        non_negative(self, "temperature", prefix=pre)
+        within(self, "label_noise", 0, 0.5, bounds="[)", prefix=pre)
+        positive(self, "sample_temperature", prefix=pre)
+        at_least(self, "max_new_tokens", prefix=pre)
+
 
 @dataclass
 class NormaliseConfig:
@@ -53,6 +76,13 @@ class NormaliseConfig:
     policy: str | None = None  # the policy sampled; null = the embedded tiny model
     temperature: float = 0.7  # its sampling temperature (the PPO default)
     max_new_tokens: int = 24  # response length cap, tokens
+
+    def __post_init__(self) -> None:
+        """Refuse a `normalise.*` setting out of range (`ConfigError`)."""
+        check(self.samples == 0 or self.samples >= 2, "normalise.samples", self.samples,
+              "0 (off) or an integer >= 2")
+        positive(self, "temperature", prefix="normalise.")
+        at_least(self, "max_new_tokens", prefix="normalise.")
 
 
 @dataclass
@@ -72,105 +102,21 @@ class RewardModelConfig:
     mlflow: MlflowConfig = field(default_factory=MlflowConfig)
 
     def __post_init__(self) -> None:
-        validate(self)
-
-
-def _check(ok: bool, key: str, value: object, accepted: str) -> None:
-    if not ok:
-        raise ConfigError(key, value, accepted)
-
-
-def _number(x: object) -> bool:
-    return isinstance(x, (int, float)) and math.isfinite(x)
-
-
-def validate(cfg: RewardModelConfig) -> None:
-    """Raise `ConfigError` for the first setting out of range (called on every load)."""
-    p = cfg.preferences
-    _check(
-        p.source in ("embedded", "dataset"),
-        "preferences.source",
-        p.source,
-        "'embedded' or 'dataset'",
-    )
-    _check(
-        p.source != "dataset" or bool(p.path),
-        "preferences.path",
-        p.path,
-        "a datasets source (hub id, dir or file) when preferences.source=dataset",
-    )
-    _check(
-        _number(p.test_size) and 0 < p.test_size < 1,
-        "preferences.test_size",
-        p.test_size,
-        "a number in (0, 1)",
-    )
-    _check(
-        p.max_pairs is None or p.max_pairs >= 1,
-        "preferences.max_pairs",
-        p.max_pairs,
-        "an integer >= 1, or null",
-    )
-    _check(p.pairs >= 4, "preferences.pairs", p.pairs, "an integer >= 4")
-    _check(
-        _number(p.temperature) and p.temperature >= 0,
-        "preferences.temperature",
-        p.temperature,
-        "a number >= 0",
-    )
-    _check(
-        _number(p.label_noise) and 0 <= p.label_noise < 0.5,
-        "preferences.label_noise",
-        p.label_noise,
-        "a number in [0, 0.5)",
-    )
-    for key in ("sample_temperature",):
-        _check(
-            _number(getattr(p, key)) and getattr(p, key) > 0,
-            f"preferences.{key}",
-            getattr(p, key),
-            "a number > 0",
-        )
-    _check(p.max_new_tokens >= 1, "preferences.max_new_tokens", p.max_new_tokens, "an integer >= 1")
-    _check(cfg.text in ("response", "full"), "text", cfg.text, "'response' or 'full'")
-    for key in ("epochs", "batch_size", "max_length"):
-        _check(getattr(cfg, key) >= 1, key, getattr(cfg, key), "an integer >= 1")
-    _check(_number(cfg.lr) and cfg.lr > 0, "lr", cfg.lr, "a number > 0")
-    _check(
-        _number(cfg.weight_decay) and cfg.weight_decay >= 0,
-        "weight_decay",
-        cfg.weight_decay,
-        "a number >= 0",
-    )
-    _check(
-        cfg.max_grad_norm is None or (_number(cfg.max_grad_norm) and cfg.max_grad_norm > 0),
-        "max_grad_norm",
-        cfg.max_grad_norm,
-        "a number > 0, or null",
-    )
-    n = cfg.normalise
-    _check(
-        n.samples == 0 or n.samples >= 2,
-        "normalise.samples",
-        n.samples,
-        "0 (off) or an integer >= 2",
-    )
-    _check(
-        _number(n.temperature) and n.temperature > 0,
-        "normalise.temperature",
-        n.temperature,
-        "a number > 0",
-    )
-    _check(n.max_new_tokens >= 1, "normalise.max_new_tokens", n.max_new_tokens, "an integer >= 1")
-    _check(bool(cfg.out), "out", cfg.out, "a directory to save the reward model in")
+        """Refuse a top-level setting out of range (each section checks its own)."""
+        check(self.text in ("response", "full"), "text", self.text, "'response' or 'full'")
+        at_least(self, "epochs", "batch_size", "max_length")
+        positive(self, "lr")
+        non_negative(self, "weight_decay")
+        positive(self, "max_grad_norm", nullable=True)
+        check(bool(self.out), "out", self.out, "a directory to save the reward model in")
 
 
 def preflight(cfg: RewardModelConfig) -> None:
     """Cheap checks outside the config, before any model loads: the paths it names exist."""
-    from ppo_exp import checks
+    from ppo_exp import locations
 
-    checks.checkpoint_config("base", cfg.base)
-    checks.checkpoint_config("normalise.policy", cfg.normalise.policy)
+    locations.checkpoint_config("base", cfg.base)
+    locations.checkpoint_config("normalise.policy", cfg.normalise.policy)
     p = cfg.preferences
     if p.source == "dataset":
         local = Path(p.path).expanduser()

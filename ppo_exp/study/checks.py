@@ -15,8 +15,9 @@ from urllib.parse import urlsplit
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from ppo_exp import checks
-from ppo_exp.config import METRICS, ConfigError, PPOConfig, preflight, to_config
+from ppo_exp import checks, locations
+from ppo_exp.config import ConfigError, PPOConfig, preflight, to_config
+from ppo_exp.metrics import METRICS
 from ppo_exp.study.settings import StudySweeperConf
 from ppo_exp.study.space import search_space
 
@@ -160,7 +161,7 @@ def check_storage(url: str | None) -> None:
     if url is None:
         return
     accepted = "sqlite:///FILE, journal:FILE, postgresql://..., mysql://..."
-    shown = checks.mask(url)
+    shown = locations.mask(url)
     if url.startswith("journal:"):
         path = Path(url.removeprefix("journal:")).expanduser()
         _check(path.name != "", "storage", shown, accepted)
@@ -177,4 +178,4 @@ def check_storage(url: str | None) -> None:
         return
     _check(dialect in ("postgresql", "mysql", "mariadb"), "storage", shown, accepted)
     default_port = 5432 if dialect == "postgresql" else 3306
-    checks.check_reachable(f"{SWEEPER}.storage", url, parts.hostname, parts.port or default_port)
+    locations.check_reachable(f"{SWEEPER}.storage", url, parts.hostname, parts.port or default_port)

@@ -18,7 +18,7 @@ from mlflow.tracking.context.registry import resolve_tags
 from omegaconf import DictConfig, OmegaConf
 from optuna.trial import FrozenTrial, TrialState
 
-from ppo_exp.checks import mask_secrets
+from ppo_exp.locations import mask_secrets
 from ppo_exp.study.storage import absolute_url
 from ppo_exp.tracking import configure, mask_url
 

@@ -14,40 +14,38 @@ relaunching resumes it, with `n_trials` as the total.
 from __future__ import annotations
 
 import logging
-import math
 import threading
 import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from typing import Any
 
 import optuna
 from hydra._internal.core_plugins.basic_launcher import BasicLauncher
 from hydra.core.plugins import Plugins
-from hydra.core.utils import JobStatus
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 from optuna.trial import TrialState
 
-from ppo_exp.checks import mask, refuse
+from ppo_exp.checks import refuse
 from ppo_exp.config import ConfigError, PPOConfig
 from ppo_exp.lifecycle import Stopped, stop_on_signals, stopped_by
+from ppo_exp.locations import mask
 from ppo_exp.ppo.guards import TrainingFault
 from ppo_exp.study import job_processes, launchers, report, retry, runs
 from ppo_exp.study.algorithms import PRUNERS, SAMPLERS, build
 from ppo_exp.study.checks import validate_study
 from ppo_exp.study.in_flight import TrialsInFlight
 from ppo_exp.study.settings import StudySweeperConf, plain
-from ppo_exp.study.space import as_override, search_space
+from ppo_exp.study.space import search_space
 from ppo_exp.study.storage import (
     Heartbeat,
-    absolute_url,
     budget_lock,
     fail_stale_trials,
     open_storage,
 )
+from ppo_exp.study.trial import launch, seed_jobs, tell
 
 log = logging.getLogger("ppo_exp")
 
@@ -239,28 +237,22 @@ class StudySweeper(Sweeper):
     def _run_trial(
         self, study: optuna.Study, trial: optuna.Trial, arguments: list[str], started: float
     ) -> None:
-        settings, metrics = self.settings, list(self.settings.objectives)
+        settings = self.settings
         frozen = study._storage.get_trial(trial._trial_id)  # noqa: SLF001 (its system attrs)
         run_id = runs.start_trial_run(
             self.parent_run_id, trial, settings.study_name, retried_from=retry.retried_from(frozen)
         )
         trial.set_user_attr(runs.TRIAL_RUN_ATTR, run_id)  # lets a stale-trial callback find it
         self.in_flight.start(study, trial, run_id)
-        jobs = [
-            [
-                *arguments,
-                *(as_override(k, v) for k, v in trial.params.items()),
-                f"seed={seed}",
-                f"objective={metrics[0]}",
-                *self._trial_node(trial, run_id, seed_index=k),
-                *retry.resume_overrides(frozen, k),  # a retry goes on from its checkpoint
-            ]
-            for k, seed in enumerate(settings.seeds)
-        ]
-        outcomes: list[Outcome] = []
+        # a retry goes on from its checkpoint: one resume override per seed
+        resumes = [retry.resume_overrides(frozen, k) for k in range(len(settings.seeds))]
+        jobs = seed_jobs(arguments, trial, run_id, settings, extra=resumes)
         with Heartbeat(self.storage, trial._trial_id, settings.heartbeat_interval):
             try:
-                outcomes = self._launch(jobs, first_job=trial.number * len(settings.seeds))
+                outcomes = launch(
+                    self.launcher, jobs, settings.seeds,
+                    first_job=trial.number * len(settings.seeds),
+                )
             except Exception as error:  # the launcher lost its jobs (a worker was killed)
                 # The trial stays RUNNING and stops beating: once its grace period is
                 # over, this or any worker fails it (and its runs) like a dead worker's.
@@ -269,88 +261,4 @@ class StudySweeper(Sweeper):
                 return
         if not self.in_flight.finish(trial):
             return  # a signal stopped this worker and failed the trial meanwhile
-
-        per_seed = [o.values for o in outcomes if o.state == TrialState.COMPLETE]
-        state, reason = TrialState.COMPLETE, None
-        for outcome in outcomes:  # the first seed that did not complete decides
-            if outcome.state != TrialState.COMPLETE:
-                state, reason = outcome.state, outcome.reason
-                break
-        values = [sum(col) / len(col) for col in zip(*per_seed, strict=True)] if per_seed else []
-        trial.set_user_attr("seeds", list(settings.seeds[: len(per_seed)]))
-        trial.set_user_attr("seed_values", per_seed)
-        trial.set_user_attr("train_seconds", sum(o.train_seconds for o in outcomes))
-        trial.set_user_attr("wall_seconds", time.perf_counter() - started)
-        if reason:
-            trial.set_user_attr("fail_reason", reason)
-        if state == TrialState.COMPLETE:
-            study.tell(trial, values if len(values) > 1 else values[0])
-        else:
-            study.tell(trial, state=state)
-        log.info("trial %d %s %s", trial.number, state.name, reason or values)
-        runs.end_trial_run(run_id, state, metrics, values, per_seed, settings.seeds, reason)
-
-    def _trial_node(self, trial: optuna.Trial, run_id: str, *, seed_index: int) -> list[str]:
-        """The `optuna` config node that tells a job its trial (ppo_exp.config.TrialConfig)."""
-        objectives = ",".join(_quoted(m) for m in self.settings.objectives)
-        return [
-            f"optuna.study={_quoted(self.settings.study_name)}",
-            f"optuna.storage={_quoted(absolute_url(self.settings.storage))}",
-            f"optuna.trial={trial.number}",
-            f"optuna.trial_id={trial._trial_id}",
-            f"optuna.seed_index={seed_index}",
-            f"optuna.objectives=[{objectives}]",
-            f"optuna.parent_run_id={run_id}",
-        ]
-
-    def _launch(self, jobs: list[list[str]], *, first_job: int) -> list[Outcome]:
-        """Run a trial's seed jobs; in one batch when the launcher runs jobs in parallel.
-
-        In-process, seeds run one at a time and a pruned or failed seed ends the trial.
-        Job numbers are trial * seeds + seed index, so job directories never collide.
-        """
-        if not isinstance(self.launcher, BasicLauncher):
-            returns = self.launcher.launch(jobs, initial_job_idx=first_job)
-            seeds = self.settings.seeds
-            return [_outcome(job, seed) for job, seed in zip(returns, seeds, strict=True)]
-        outcomes = []
-        for k, (overrides, seed) in enumerate(zip(jobs, self.settings.seeds, strict=True)):
-            (job,) = self.launcher.launch([overrides], initial_job_idx=first_job + k)
-            outcomes.append(_outcome(job, seed))
-            if outcomes[-1].state != TrialState.COMPLETE:
-                break
-        return outcomes
-
-
-@dataclass
-class Outcome:
-    """One seed job's end: COMPLETE with its objective values, PRUNED, or FAIL (reason)."""
-
-    state: TrialState
-    values: list[float] = field(default_factory=list)
-    reason: str | None = None
-    train_seconds: float = 0.0  # spent inside the trainer (the rest is harness)
-
-
-def _outcome(job: Any, seed: int) -> Outcome:
-    # What the job raised. Not `job.return_value`: it would print Hydra's "Error executing
-    # job" line, which reads like a failure for a pruned trial (logged as one info line).
-    error = job._return_value if job.status != JobStatus.COMPLETED else None
-    if isinstance(error, optuna.TrialPruned):
-        return Outcome(TrialState.PRUNED, reason=str(error))
-    if error is not None:  # the trainer raised: this trial fails, the study goes on
-        return Outcome(TrialState.FAIL, reason=f"seed {seed}: {type(error).__name__}: {error}")
-    values, seconds = job._return_value["values"], job._return_value["train_seconds"]
-    for name, value in zip(job.cfg.optuna.objectives, values, strict=True):
-        if not math.isfinite(value):
-            return Outcome(
-                TrialState.FAIL,
-                reason=f"seed {seed}: objective {name}={value} is not finite",
-                train_seconds=seconds,
-            )
-    return Outcome(TrialState.COMPLETE, values=values, train_seconds=seconds)
-
-
-def _quoted(text: str) -> str:
-    """`text` as a quoted Hydra override value (URLs and metric names hold : / @)."""
-    return "'" + text.replace("'", "\\'") + "'"
+        tell(study, trial, outcomes, run_id, settings, started=started)

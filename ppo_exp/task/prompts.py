@@ -8,52 +8,22 @@ and PPO has a lot of room to push it positive:
     the pasta was bland and cold . the service was slow . avoid this place .
     i bought this phone and it works perfectly . the battery is excellent .
 
-Every choice goes through a `random.Random(seed)`, so a seed fixes the corpus exactly.
+Every choice goes through a `random.Random(seed)`, so a seed fixes the corpus exactly. The
+words (adjective pools, domains, openings, stock clauses) are in `reviews.yaml` beside
+this module; the code here is the grammar.
 """
 
 from __future__ import annotations
 
+import functools
 import random
 from dataclasses import dataclass
+from importlib import resources
+
+import yaml
 
 POS, NEG = 1, -1
-
-# Adjective pools by what they describe: (positive, negative). Each pool has as many positive as
-# negative words, because sampling at temperature < 1 sharpens p**(1/T) and so favours the side
-# that spreads its probability over fewer words. Positive words score higher in VADER's lexicon
-# than negative ones, so the positive pools hold more words that VADER does not know ("tasty").
-ADJECTIVES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    "food": (
-        ("delicious", "fresh", "tasty", "amazing", "perfect", "flavorful", "crispy", "hearty"),
-        ("bland", "cold", "stale", "awful", "terrible", "disgusting", "greasy", "bad"),
-    ),
-    "service": (
-        ("friendly", "helpful", "kind", "attentive", "polite", "quick", "welcoming", "great"),
-        ("rude", "slow", "unfriendly", "careless", "lazy", "dismissive", "terrible", "awful"),
-    ),
-    "place": (
-        ("clean", "comfortable", "cozy", "spacious", "quiet", "beautiful", "charming", "modern"),
-        ("dirty", "noisy", "cramped", "gross", "smelly", "ugly", "filthy", "horrible"),
-    ),
-    "story": (
-        ("brilliant", "clever", "gripping", "moving", "touching", "funny", "exciting", "original"),
-        ("boring", "dull", "confusing", "predictable", "awful", "pointless", "dreadful", "stupid"),
-    ),
-    "craft": (
-        ("brilliant", "superb", "believable", "memorable", "charming", "convincing", "strong",
-         "natural"),
-        ("terrible", "awful", "weak", "wooden", "horrible", "annoying", "bad", "forgettable"),
-    ),
-    "build": (
-        ("excellent", "solid", "sturdy", "great", "reliable", "impressive", "perfect", "durable"),
-        ("flimsy", "cheap", "poor", "terrible", "useless", "weak", "awful", "faulty"),
-    ),
-    "price": (
-        ("fair", "reasonable", "great", "affordable"),
-        ("steep", "ridiculous", "outrageous", "insane"),
-    ),
-}
-INTENSIFIERS = ("very", "really", "so", "quite", "extremely")
+VOCABULARY = "reviews.yaml"  # beside this module: adjectives, domains, leads, events, closers
 
 
 @dataclass(frozen=True)
@@ -77,153 +47,45 @@ class Domain:
     closers: tuple[tuple[str, ...], tuple[str, ...]]  # (positive, negative) final sentences
 
 
-def _parts(kind: str, *nps: str) -> tuple[Part, ...]:
-    # A trailing "s" marks a plural ("the fries" -> "were"), except in a few singular nouns.
-    singular_s = ("the service", "the waitress", "the bass", "the lens", "the autofocus")
-    return tuple(Part(np, kind, np.endswith("s") and np not in singular_s) for np in nps)
+@dataclass(frozen=True)
+class Vocabulary:
+    adjectives: dict[str, tuple[tuple[str, ...], tuple[str, ...]]]  # kind -> (positive, negative)
+    intensifiers: tuple[str, ...]
+    domains: dict[str, tuple[Domain, ...]]  # one Domain per reviewed item
 
 
-PRODUCT_EVENTS = (
-    ("it works well", "it works great", "it is worth every penny", "i love it",
-     "it has been excellent so far", "it is the best thing i have bought this year"),
-    ("it broke after a week", "it died after two days", "it is a waste of money",
-     "i hate it", "it has been awful so far", "it is the worst thing i have bought this year"),
-)
-PRODUCT_CLOSERS = (
-    ("highly recommended", "i would buy it again", "i am very happy with it", "five stars"),
-    ("avoid it", "i regret buying it", "i am very disappointed", "one star"),
-)
+@functools.cache
+def vocabulary() -> Vocabulary:
+    """The grammar's words, read once from `reviews.yaml` (packaged beside this module)."""
+    spec = yaml.safe_load(resources.files(__package__).joinpath(VOCABULARY).read_text())
+    singular_s = tuple(spec["singular_s"])
 
+    def parts(kind: str, nps: list[str]) -> tuple[Part, ...]:
+        return tuple(Part(np, kind, np.endswith("s") and np not in singular_s) for np in nps)
 
-def _product(item: str, *parts: str) -> Domain:
-    return Domain(
-        tense="present",
-        subjects=(Part(f"this {item}", "build"),),
-        parts=_parts("build", *parts, "the design") + _parts("price", "the price"),
-        leads=(f"i bought this {item} and", f"i ordered this {item} online and",
-               f"i got this {item} last month and"),
-        events=PRODUCT_EVENTS,
-        closers=PRODUCT_CLOSERS,
+    def domain(d: dict, item: str, own_parts: list[str]) -> Domain:
+        kind = d["subject"]["kind"]
+        return Domain(
+            tense=d["tense"],
+            subjects=(Part(d["subject"]["np"].format(item=item), kind),),
+            parts=parts(kind, own_parts) + sum((parts(k, nps) for k, nps in d["parts"]), ()),
+            leads=tuple(lead.format(item=item) for lead in d["leads"]),
+            events=_polar(d["events"]),
+            closers=_polar(d["closers"]),
+        )
+
+    return Vocabulary(
+        adjectives={kind: _polar(pools) for kind, pools in spec["adjectives"].items()},
+        intensifiers=tuple(spec["intensifiers"]),
+        domains={
+            name: tuple(domain(d, item, own) for item, own in d["items"].items())
+            for name, d in spec["domains"].items()
+        },
     )
 
 
-DOMAINS: dict[str, tuple[Domain, ...]] = {
-    "restaurant": tuple(
-        Domain(
-            tense="past",
-            subjects=(Part(f"the {food}", "food"),),
-            parts=_parts("food", "the fries", "the dessert", "the bread", "the coffee", "the wine")
-            + _parts("service", "the service", "the staff", "our waiter", "the waitress")
-            + _parts("place", "the dining room", "the atmosphere", "the patio")
-            + _parts("price", "the prices"),
-            leads=(f"we ordered the {food} and", f"i had the {food} and",
-                   f"my wife had the {food} and"),
-            events=(
-                ("it was the best meal we have had in years", "everything tasted amazing",
-                 "we enjoyed every bite", "we loved it"),
-                ("it was the worst meal we have had in years", "everything tasted awful",
-                 "we regretted every bite", "we hated it"),
-            ),
-            closers=(
-                ("we will come back", "highly recommended", "what a lovely place",
-                 "best restaurant in town"),
-                ("we will not come back", "avoid this place", "what a disappointment",
-                 "worst restaurant in town"),
-            ),
-        )
-        for food in ("pasta", "pizza", "soup", "burger", "steak", "salad", "curry", "sushi",
-                     "chicken", "lasagna", "risotto", "breakfast")
-    ),
-    "product": (
-        _product("phone", "the battery", "the screen", "the camera"),
-        _product("laptop", "the keyboard", "the screen", "the battery", "the trackpad"),
-        _product("blender", "the motor", "the lid", "the blades"),
-        _product("vacuum", "the suction", "the cord", "the filter"),
-        _product("kettle", "the handle", "the lid"),
-        _product("toaster", "the dial", "the slots"),
-        _product("camera", "the lens", "the battery", "the autofocus"),
-        _product("speaker", "the sound", "the bass", "the battery"),
-        _product("headset", "the sound", "the microphone", "the cushions"),
-        _product("watch", "the strap", "the screen", "the battery"),
-        _product("backpack", "the straps", "the zipper", "the pockets"),
-        _product("mattress", "the foam", "the cover"),
-        _product("printer", "the ink", "the paper tray"),
-        _product("coffee maker", "the carafe", "the filter", "the timer"),
-        _product("desk chair", "the wheels", "the armrests", "the cushion"),
-        _product("jacket", "the zipper", "the lining", "the hood"),
-    ),
-    "movie": tuple(
-        Domain(
-            tense="past",
-            subjects=(Part(f"this {film}", "story"),),
-            parts=_parts("story", "the plot", "the story", "the ending", "the pacing",
-                         "the plot twist", "the dialogue")
-            + _parts("craft", "the acting", "the cast", "the soundtrack", "the music",
-                     "the visual effects", "the lead actor", "the director"),
-            leads=(f"we watched this {film} and", f"i saw this {film} last night and",
-                   f"my kids and i watched this {film} and"),
-            events=(
-                ("i loved every minute of it", "it was the best thing i have seen all year",
-                 "we laughed the whole time", "it was a pleasure to watch"),
-                ("i hated every minute of it", "it was the worst thing i have seen all year",
-                 "we were bored the whole time", "it was a chore to watch"),
-            ),
-            closers=(
-                ("highly recommended", "a must see", "i will watch it again", "what a gem"),
-                ("skip this one", "what a waste of time", "not worth your time", "what a mess"),
-            ),
-        )
-        for film in ("movie", "film", "sequel", "show", "documentary", "cartoon")
-    ),
-    "hotel": tuple(
-        Domain(
-            tense="past",
-            subjects=(Part(f"the {place}", "place"),),
-            parts=_parts("place", "the room", "the bed", "the bathroom", "the pool", "the hallway",
-                         "the view", "the location")
-            + _parts("service", "the staff", "the front desk", "the manager")
-            + _parts("food", "the breakfast", "the coffee")
-            + _parts("price", "the rates"),
-            leads=(f"we stayed at the {place} and", f"we spent two nights at the {place} and",
-                   f"i booked the {place} and"),
-            events=(
-                ("we had a wonderful stay", "everything was perfect", "we felt very welcome",
-                 "it was the best trip we have had"),
-                ("we had a terrible stay", "everything was dirty", "we felt very unwelcome",
-                 "it was the worst trip we have had"),
-            ),
-            closers=(
-                ("we will stay here again", "highly recommended", "a lovely place to stay",
-                 "worth every penny"),
-                ("we will not stay here again", "avoid this place", "a horrible place to stay",
-                 "not worth the money"),
-            ),
-        )
-        for place in ("hotel", "resort", "motel", "inn", "hostel", "cabin")
-    ),
-    "book": tuple(
-        Domain(
-            tense="past",
-            subjects=(Part(f"this {book}", "story"),),
-            parts=_parts("story", "the plot", "the story", "the ending", "the writing",
-                         "the characters", "the first chapter")
-            + _parts("craft", "the author", "the narrator", "the illustrations"),
-            leads=(f"i read this {book} and", f"i borrowed this {book} and",
-                   f"my book club read this {book} and"),
-            events=(
-                ("i loved every page", "it is now one of my favorites", "i enjoyed it a lot",
-                 "it was a joy to read"),
-                ("i hated every page", "it is now one of my least favorites",
-                 "i disliked it a lot", "it was a pain to read"),
-            ),
-            closers=(
-                ("a must read", "highly recommended", "i will read it again", "what a gem"),
-                ("not worth reading", "skip this one", "what a waste of time", "what a mess"),
-            ),
-        )
-        for book in ("book", "memoir", "biography", "mystery", "cookbook")
-    ),
-}
+def _polar(pools: dict[str, list[str]]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    return tuple(pools["positive"]), tuple(pools["negative"])
 
 
 def _copula(part: Part, tense: str) -> str:
@@ -234,9 +96,10 @@ def _copula(part: Part, tense: str) -> str:
 
 def _adjective_phrase(rng: random.Random, kind: str, polarity: int) -> str:
     """One or two adjectives of one polarity, sometimes intensified: "really bland and cold"."""
-    pool = ADJECTIVES[kind][0 if polarity == POS else 1]
+    words = vocabulary()
+    pool = words.adjectives[kind][0 if polarity == POS else 1]
     first, second = rng.sample(pool, 2)
-    phrase = f"{rng.choice(INTENSIFIERS)} {first}" if rng.random() < 0.3 else first
+    phrase = f"{rng.choice(words.intensifiers)} {first}" if rng.random() < 0.3 else first
     return f"{phrase} and {second}" if rng.random() < 0.3 else phrase
 
 
@@ -269,7 +132,7 @@ def _event(rng: random.Random, domain: Domain, polarity: int) -> str:
 
 
 def _review(rng: random.Random) -> str:
-    domain = rng.choice(rng.choice(list(DOMAINS.values())))
+    domain = rng.choice(rng.choice(list(vocabulary().domains.values())))
     polarity = rng.choice((POS, NEG))
     if rng.random() < 0.35:
         sentences = [f"{rng.choice(domain.leads)} {_event(rng, domain, polarity)}"]
@@ -300,7 +163,7 @@ def generate_reviews(n: int, *, seed: int) -> list[str]:
 def _openings() -> list[str]:
     """Every neutral opening the grammar can start a review with, sorted for determinism."""
     found = set()
-    for domains in DOMAINS.values():
+    for domains in vocabulary().domains.values():
         for domain in domains:
             found.update(domain.leads)
             for part in domain.subjects + domain.parts:

@@ -10,7 +10,8 @@ MLflow's UI has no importance panel, so the parent run carries the report:
   resumed study draws a trend: `importance.<param>` (PED-ANOVA, Optuna's default) and
   `importance_fanova.<param>` (for a second objective `importance.<param>.<metric>`),
   `best_value` (or nothing for two objectives: see `pareto_trials`), `best.<param>`,
-  `trials.complete/pruned/fail`, the objective's `objective.min/mean/max/std` and the
+  `trials.complete/pruned/fail`, the first objective's spread over the complete trials
+  `trial_value.min/mean/max/std` (named `objective.*` in older stores) and the
   harness overhead `perf/...`. A report of unchanged numbers logs no new point.
 """
 
@@ -74,10 +75,10 @@ def report_metrics(summary: Summary) -> dict[str, float]:
     std = math.sqrt(sum((v - mean) ** 2 for v in objective) / len(objective))
     values.update(
         {
-            "objective.min": min(objective),
-            "objective.mean": mean,
-            "objective.max": max(objective),
-            "objective.std": std,
+            "trial_value.min": min(objective),
+            "trial_value.mean": mean,
+            "trial_value.max": max(objective),
+            "trial_value.std": std,
         }
     )
     if len(summary.metrics) == 1:

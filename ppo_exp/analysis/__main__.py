@@ -7,13 +7,13 @@ python -m ppo_exp.analysis render --sweep latest --out analysis/reports/sweep.ht
 
 from __future__ import annotations
 
-import argparse
 import ast
 import sys
 from collections.abc import Sequence
 from typing import Any
 
 from ppo_exp.analysis._render import render
+from ppo_exp.cli import subcommand_parser
 
 
 def _literal(text: str) -> Any:
@@ -26,13 +26,10 @@ def _literal(text: str) -> Any:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """`python -m ppo_exp.analysis render ...`: execute a notebook into an HTML report."""
-    parser = argparse.ArgumentParser(
-        prog="python -m ppo_exp.analysis",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    parser, cmd = subcommand_parser(
+        "python -m ppo_exp.analysis", __doc__, "render",
+        help="execute a notebook and save it as standalone HTML",
     )
-    commands = parser.add_subparsers(dest="command", required=True)
-    cmd = commands.add_parser("render", help="execute a notebook and save it as standalone HTML")
     cmd.add_argument("--study", help="study name (or 'latest'): renders analysis/sensitivity.ipynb")
     cmd.add_argument("--sweep", help="sweep parent run id (or 'latest'): renders learning_curves")
     cmd.add_argument("--tracking-uri", help="MLflow store; default: $MLFLOW_TRACKING_URI")

@@ -26,6 +26,7 @@ import tempfile
 from pathlib import Path
 
 from ppo_exp.bench.models import SHAPES
+from ppo_exp.bench.options import add_run_size
 from ppo_exp.bench.scaling import (
     check_markdown,
     scaling,
@@ -50,10 +51,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
                                      description=__doc__.splitlines()[0])
     parser.add_argument("mode", choices=MODES)
     parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--iterations", type=int, default=4)
+    add_run_size(parser, iterations=4, batch_size=64, max_new_tokens=24)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--max-new-tokens", type=int, default=24)
     parser.add_argument("--shape", choices=SHAPES, default="tiny")
     parser.add_argument("--reward", choices=("classifier", "vader"), default="classifier")
     parser.add_argument("--value-model", choices=("separate", "shared"), default="separate")

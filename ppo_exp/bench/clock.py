@@ -19,6 +19,7 @@ import sys
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 # The phases of one PPO iteration, in order; every benchmarked system reports these.
@@ -141,3 +142,53 @@ def current_rss_mb() -> float:
     except OSError:
         return 0.0
     return pages * resource.getpagesize() / 2**20
+
+
+@dataclass(frozen=True)
+class Startup:
+    """What starting a benchmarked system cost, measured the same way for every system."""
+
+    imports_s: float  # importing torch, transformers and the system itself
+    rss_after_imports_mb: float
+
+
+def after_imports(started: float, threads: int) -> Startup:
+    """Set torch's intra-op threads, then measure the imports since `started`."""
+    import torch
+
+    torch.set_num_threads(threads)
+    return Startup(time.perf_counter() - started, current_rss_mb())
+
+
+def result(
+    system: str,
+    iterations: list[dict],
+    startup: Startup,
+    *,
+    init_s: float,
+    harness_s: float = 0.0,
+    **extra: Any,
+) -> dict[str, Any]:
+    """One system's run, as every system reports it (see `suite.summarise`).
+
+    Args:
+        system: "ppo_exp", "floor" or "trl".
+        iterations: one dict per iteration: step, wall_s, phases, response_tokens.
+        startup: from `after_imports`.
+        init_s: building the models and the trainer.
+        harness_s: the harness around training (MLflow run and logging setup).
+        extra: system-specific fields (TRL's version and optimiser).
+    """
+    import torch
+
+    return {
+        "system": system,
+        **extra,
+        "iterations": iterations,
+        "imports_s": startup.imports_s,
+        "init_s": init_s,
+        "harness_s": harness_s,
+        "rss_after_imports_mb": startup.rss_after_imports_mb,
+        "peak_rss_mb": peak_rss_mb(),
+        "threads": torch.get_num_threads(),
+    }

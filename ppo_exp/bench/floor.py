@@ -13,7 +13,7 @@ import copy
 import time
 from typing import Any
 
-from ppo_exp.bench.clock import PHASES, PhaseClock, current_rss_mb, peak_rss_mb, to_phases
+from ppo_exp.bench.clock import PHASES, PhaseClock, after_imports, result, to_phases
 
 
 def run(spec: dict[str, Any]) -> dict[str, Any]:
@@ -27,9 +27,7 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
         AutoTokenizer,
     )
 
-    torch.set_num_threads(spec["threads"])
-    imports_s = time.perf_counter() - started
-    rss_after_imports = current_rss_mb()
+    startup = after_imports(started, spec["threads"])
     torch.manual_seed(spec["seed"])
 
     t0 = time.perf_counter()
@@ -100,13 +98,4 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
                 "response_tokens": B * T,
             }
         )
-    return {
-        "system": "floor",
-        "iterations": iterations,
-        "imports_s": imports_s,
-        "init_s": init_s,
-        "harness_s": 0.0,
-        "rss_after_imports_mb": rss_after_imports,
-        "peak_rss_mb": peak_rss_mb(),
-        "threads": torch.get_num_threads(),
-    }
+    return result("floor", iterations, startup, init_s=init_s)

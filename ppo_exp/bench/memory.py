@@ -27,6 +27,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from ppo_exp.bench.options import add_run_size
+
 CONFIGS = {
     "lora-shared-ckpt": [
         "lora=default", "model.value_model=shared", "model.gradient_checkpointing=true",
@@ -127,11 +129,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--vocab", type=int, default=151936, help="smaller for a smoke run")
     parser.add_argument("--configs", default=",".join(CONFIGS))
     parser.add_argument("--device", default="cpu", help="model.device: cpu, cuda, auto")
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--max-new-tokens", type=int, default=32)
+    add_run_size(parser, iterations=1, batch_size=8, max_new_tokens=32)
     parser.add_argument("--ppo-epochs", type=int, default=1)
     parser.add_argument("--num-minibatches", type=int, default=1)
-    parser.add_argument("--iterations", type=int, default=1)
     parser.add_argument("--json", type=Path, help="also write the rows here")
     parser.add_argument("--child", nargs=2, metavar=("PATH", "CONFIG"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

@@ -13,7 +13,7 @@ import tempfile
 import time
 from typing import Any
 
-from ppo_exp.bench.clock import PhaseClock, current_rss_mb, patched, peak_rss_mb, to_phases
+from ppo_exp.bench.clock import PhaseClock, after_imports, patched, result, to_phases
 
 # Where each wrapped call's time goes (see `clock.to_phases`).
 MAPPING = {
@@ -43,9 +43,7 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
     from ppo_exp.config import ModelConfig, PPOConfig, RewardConfig
     from ppo_exp.ppo import trainer as trainer_module
 
-    torch.set_num_threads(spec["threads"])
-    imports_s = time.perf_counter() - started
-    rss_after_imports = current_rss_mb()
+    startup = after_imports(started, spec["threads"])
 
     reward = (
         RewardConfig(name=None, kind="classifier", path=spec["reward"], label=0, text="full")
@@ -152,13 +150,4 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
         trainer.train([Timed(tracker)])
         t0 = time.perf_counter()
     harness_s += time.perf_counter() - t0  # closing the MLflow run
-    return {
-        "system": "ppo_exp",
-        "iterations": iterations,
-        "imports_s": imports_s,
-        "init_s": init_s,
-        "harness_s": harness_s,
-        "rss_after_imports_mb": rss_after_imports,
-        "peak_rss_mb": peak_rss_mb(),
-        "threads": torch.get_num_threads(),
-    }
+    return result("ppo_exp", iterations, startup, init_s=init_s, harness_s=harness_s)

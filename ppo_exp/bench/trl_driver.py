@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from clock import PhaseClock, current_rss_mb, patched, peak_rss_mb, to_phases  # noqa: E402
+from clock import PhaseClock, after_imports, patched, result, to_phases  # noqa: E402
 
 MAPPING = {
     "generate": "generate",
@@ -52,9 +52,7 @@ def run(spec: dict) -> dict:
     from trl.experimental.ppo import PPOConfig, PPOTrainer
     from trl.experimental.ppo import ppo_trainer as module
 
-    torch.set_num_threads(spec["threads"])
-    imports_s = time.perf_counter() - started
-    rss_after_imports = current_rss_mb()
+    startup = after_imports(started, spec["threads"])
 
     t0 = time.perf_counter()
     tok = AutoTokenizer.from_pretrained(spec["policy"])
@@ -145,19 +143,11 @@ def run(spec: dict) -> dict:
     ):
         boundary[0] = clock.now()
         trainer.train()
-    return {
-        "system": "trl",
-        "version": trl.__version__,
-        "optimizer": f"{type(getattr(optimizer, 'optimizer', optimizer)).__name__} "
-        f"{ {k: v for k, v in optimizer.defaults.items() if k in ('fused', 'foreach')} }",
-        "iterations": iterations,
-        "imports_s": imports_s,
-        "init_s": init_s,
-        "harness_s": 0.0,
-        "rss_after_imports_mb": rss_after_imports,
-        "peak_rss_mb": peak_rss_mb(),
-        "threads": torch.get_num_threads(),
-    }
+    optimizer_kind = {k: v for k, v in optimizer.defaults.items() if k in ("fused", "foreach")}
+    return result(
+        "trl", iterations, startup, init_s=init_s, version=trl.__version__,
+        optimizer=f"{type(getattr(optimizer, 'optimizer', optimizer)).__name__} {optimizer_kind}",
+    )
 
 
 if __name__ == "__main__":

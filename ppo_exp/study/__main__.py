@@ -6,24 +6,21 @@ python -m ppo_exp.study report core --storage postgresql://127.0.0.1/test
 
 from __future__ import annotations
 
-import argparse
 import sys
 
 import mlflow
 import optuna
 
+from ppo_exp.cli import subcommand_parser
 from ppo_exp.study import report, runs
 from ppo_exp.study.storage import DEFAULT_STORAGE
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m ppo_exp.study",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    parser, cmd = subcommand_parser(
+        "python -m ppo_exp.study", __doc__, "report",
+        help="log importances and figures on the study's run",
     )
-    commands = parser.add_subparsers(dest="command", required=True)
-    cmd = commands.add_parser("report", help="log importances and figures on the study's run")
     cmd.add_argument("study_name")
     cmd.add_argument("--storage", default=DEFAULT_STORAGE, help="Optuna storage URL")
     cmd.add_argument("--tracking-uri", help="MLflow tracking URI (default: MLflow's own)")

@@ -45,6 +45,15 @@ class Prompts:
     dropped: int  # prompts dropped for being longer than data.max_prompt_tokens
     longest: int  # tokens in the longest prompt kept
 
+    def metrics(self) -> dict[str, float]:
+        """`data/*`: how many distinct prompts each split has, what the filter dropped."""
+        return {
+            "data/prompts_train": len({p.text for p in self.train}),
+            "data/prompts_eval": len({p.text for p in self.eval}),
+            "data/prompts_dropped": self.dropped,
+            "data/prompt_tokens_max": self.longest,
+        }
+
 
 def load_prompts(cfg: DataConfig, tokenizer, *, seed: int, eval_prompts: int) -> Prompts:
     """Read, template, filter and split the prompts that `cfg` names.

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import NamedTuple
 
+import pandas as pd
 import torch
 from transformers import PreTrainedTokenizerBase
 
@@ -136,6 +137,42 @@ class Sampler:
             torch.cat(parts) for parts in zip(*chunks, strict=True)
         )
         return logprobs, ref_logprobs, values, entropy
+
+
+def rollout_statistics(
+    rollout: Rollout,
+    rewards: torch.Tensor,
+    returns: torch.Tensor,
+    kl_per_response: float,
+    kl_coef: float,
+) -> dict[str, float]:
+    """What a rollout measured: `rollout/*` (scores before and after the missing-stop
+    penalty, KL, entropy, lengths, stop rate, summed per-token rewards) and how well the
+    critic's values explain the GAE returns (`value/explained_var`)."""
+    return {
+        "rollout/reward_mean": float(rollout.raw_scores.mean()),
+        "rollout/reward_std": float(rollout.raw_scores.std()),
+        "rollout/penalized_reward_mean": float(rollout.scores.mean()),
+        "rollout/kl": kl_per_response,
+        "rollout/kl_coef": kl_coef,
+        "rollout/entropy": float(losses.masked_mean(rollout.entropy, rollout.mask)),
+        "rollout/response_length": float(rollout.mask.sum(1).mean()),
+        "rollout/eos_rate": float(rollout.has_eos.float().mean()),
+        "rollout/rlhf_reward": float(rewards.sum(1).mean()),
+        "value/explained_var": losses.explained_variance(rollout.values, returns, rollout.mask),
+    }
+
+
+def samples_table(prompts: list[Prompt], rollout: Rollout, rows: int) -> pd.DataFrame:
+    """The first `rows` prompts (as the model saw them), responses and scores."""
+    n = min(rows, len(prompts))
+    return pd.DataFrame(
+        {
+            "prompt": [p.text for p in prompts[:n]],
+            "response": rollout.texts[:n],
+            "score": rollout.scores[:n].tolist(),
+        }
+    )
 
 
 class Minibatch(NamedTuple):

@@ -31,7 +31,13 @@ from ppo_exp.ppo.gae import compute_gae
 from ppo_exp.ppo.hardware import resolve_device, resolve_dtype
 from ppo_exp.ppo.loading import build_models, policy_path
 from ppo_exp.ppo.replay import Replay
-from ppo_exp.ppo.rollout import Rollout, Sampler, scored_texts
+from ppo_exp.ppo.rollout import (
+    Rollout,
+    Sampler,
+    rollout_statistics,
+    samples_table,
+    scored_texts,
+)
 from ppo_exp.task.base_model import load_tokenizer
 from ppo_exp.task.rewards import Scorer, build_reward, chat_tokenizer
 
@@ -199,25 +205,6 @@ class PPOTrainer:
             metrics["eval/gold_std"] = float(gold.std())
         return metrics
 
-    def data_metrics(self) -> dict[str, float]:
-        """How many prompts the run has, and how many the length filter dropped."""
-        return {
-            "data/prompts_train": len({p.text for p in self.train_prompts}),
-            "data/prompts_eval": len({p.text for p in self.eval_prompts}),
-            "data/prompts_dropped": self.prompts.dropped,
-            "data/prompt_tokens_max": self.prompts.longest,
-        }
-
-    def samples_table(self, prompts: list[Prompt], rollout: Rollout) -> pd.DataFrame:
-        n = min(SAMPLES_LOGGED, len(prompts))
-        return pd.DataFrame(
-            {
-                "prompt": [p.text for p in prompts[:n]],  # as the model saw it
-                "response": rollout.texts[:n],
-                "score": rollout.scores[:n].tolist(),
-            }
-        )
-
     # -- the loop -------------------------------------------------------------------------
 
     def train(self, trackers: Sequence[Tracker] = ()) -> dict[str, float]:
@@ -231,7 +218,7 @@ class PPOTrainer:
 
         if self.start == 0:
             eval_metrics = self.evaluate()  # step 0: the base model
-            emit({**eval_metrics, **self.data_metrics()}, 0)
+            emit({**eval_metrics, **self.prompts.metrics()}, 0)
         bar = tqdm(
             range(self.start + 1, cfg.iterations + 1), desc="PPO", unit="it",
             dynamic_ncols=True, initial=self.start, total=cfg.iterations,
@@ -253,18 +240,7 @@ class PPOTrainer:
 
             kl_per_response = float(self.token_kl(rollout).sum(1).mean())
             metrics = {
-                "rollout/reward_mean": float(rollout.raw_scores.mean()),
-                "rollout/reward_std": float(rollout.raw_scores.std()),
-                "rollout/penalized_reward_mean": float(rollout.scores.mean()),
-                "rollout/kl": kl_per_response,
-                "rollout/kl_coef": self.kl_coef,
-                "rollout/entropy": float(losses.masked_mean(rollout.entropy, rollout.mask)),
-                "rollout/response_length": float(rollout.mask.sum(1).mean()),
-                "rollout/eos_rate": float(rollout.has_eos.float().mean()),
-                "rollout/rlhf_reward": float(rewards.sum(1).mean()),
-                "value/explained_var": losses.explained_variance(
-                    rollout.values, returns, rollout.mask
-                ),
+                **rollout_statistics(rollout, rewards, returns, kl_per_response, self.kl_coef),
                 "policy/lr": self.replay.optimizer.param_groups[0]["lr"],
                 **update_metrics,
                 "perf/rollout_s": t1 - t0,
@@ -293,7 +269,7 @@ class PPOTrainer:
             emit(metrics, it)
             if cfg.sample_every and (it % cfg.sample_every == 0 or it == cfg.iterations):
                 for tracker in trackers:
-                    tracker.log_samples(self.samples_table(prompts, rollout), it)
+                    tracker.log_samples(samples_table(prompts, rollout, SAMPLES_LOGGED), it)
             if self.job_dir is not None and checkpoint.is_due(
                 it, every=cfg.checkpoint_every, iterations=cfg.iterations
             ):

@@ -18,8 +18,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig, open_dict
 
-from ppo_exp.checks import mask
 from ppo_exp.config import PPOConfig, preflight, to_config
+from ppo_exp.locations import mask
 
 BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
 

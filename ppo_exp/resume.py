@@ -72,7 +72,7 @@ def check_run_exists(point: ResumePoint, tracking_uri: str) -> None:
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
-    from ppo_exp.checks import mask
+    from ppo_exp.locations import mask
 
     refusal = ConfigError(
         "resume", str(point.checkpoint),

@@ -20,10 +20,11 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from ppo_exp.checks import effective_tracking_uri, refuse
+from ppo_exp.checks import refuse
 from ppo_exp.config import ConfigError, PPOConfig
 from ppo_exp.launch_checks import check_run, remove_run_dir
 from ppo_exp.lifecycle import Stopped, stop_on_signals
+from ppo_exp.locations import effective_tracking_uri
 from ppo_exp.ppo.guards import TrainingFault
 from ppo_exp.resources import pinned_threads_override
 from ppo_exp.resume import RUN_ID, ResumePoint, check_run_exists, resume_point

@@ -4,7 +4,7 @@ Hydra saves each job's composed config, its own config and the command-line over
 `<job dir>/.hydra/` (config.yaml, hydra.yaml, overrides.yaml) and, for a plain `-m`
 sweep, the sweep's config in `<sweep dir>/multirun.yaml`. A storage or tracking URL given
 as `postgresql://user:password@host/db` would stay there in plain text; the callback
-`ppo_exp.callbacks.MaskSecretsInJobFiles` rewrites them with `checks.mask` (the function
+`ppo_exp.callbacks.MaskSecretsInJobFiles` rewrites them with `locations.mask` (the function
 that masks the console and MLflow) as soon as Hydra has written them:
 
 - a job's `.hydra/` files: `on_job_start`, which Hydra 1.3 calls right after saving them
@@ -29,7 +29,7 @@ JOB_FILES = ("config.yaml", "hydra.yaml", "overrides.yaml")
 
 def mask_file(path: Path) -> bool:
     """Rewrite `path` with its URL passwords masked, atomically; False if it had none."""
-    from ppo_exp.checks import mask
+    from ppo_exp.locations import mask
 
     if not path.is_file():
         return False

@@ -15,8 +15,8 @@ import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
-from ppo_exp.checks import mask_secrets
 from ppo_exp.config import ConfigError, PPOConfig
+from ppo_exp.locations import mask_secrets
 
 RUN_ID = "mlflow_run_id"  # the key of the MLflow run id in a checkpoint's meta
 ALWAYS_LOGGED = "rollout/reward_mean"  # a metric every iteration logs: its last step is the run's

@@ -16,8 +16,8 @@ from conftest import TINY_RUN
 from test_study import TINY, postgres_url
 from test_worker_signals import SECRET, with_password
 
-from ppo_exp.checks import mask
 from ppo_exp.job_files import mask_file
+from ppo_exp.locations import mask
 
 MODEL_URL = f"https://user:{SECRET}@models.example.com/m"  # a label: the tiny model loads
 

@@ -33,7 +33,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from ppo_exp.checks import mask_secrets  # no password in a job dir's checkpoint.json
+from ppo_exp.locations import mask_secrets  # no password in a job dir's checkpoint.json
 
 CHECKPOINTS = "checkpoints"  # the folder of a job's checkpoints, inside its job dir
 INFO = "checkpoint.json"

@@ -36,6 +36,20 @@ def score(texts):
 """
 
 
+class Recorder:
+    """A tracker that keeps everything the trainer logs: metrics by step, sample tables."""
+
+    def __init__(self):
+        self.metrics: dict[int, dict[str, float]] = {}
+        self.samples = []
+
+    def log_metrics(self, metrics, step):
+        self.metrics.setdefault(step, {}).update(metrics)
+
+    def log_samples(self, samples, step):
+        self.samples.append((step, samples))
+
+
 @pytest.fixture(scope="session")
 def base_model_path() -> Path:
     """The default tiny review model, built into the default cache once per machine."""

@@ -10,6 +10,7 @@ import dataclasses
 
 import pytest
 import torch
+from conftest import Recorder
 from tiny_checkpoints import build_causal_lm
 
 from ppo_exp.config import ConfigError, LoraSettings, ModelConfig, PPOConfig
@@ -23,17 +24,6 @@ RUN = dict(
     iterations=4, batch_size=8, num_minibatches=2, ppo_epochs=2, max_new_tokens=8,
     eval_every=2, eval_prompts=8, sample_every=0, seed=5, lr_decay=True, kl_target=2.0,
 )
-
-
-class Recorder:
-    def __init__(self):
-        self.metrics: dict[int, dict[str, float]] = {}
-
-    def log_metrics(self, metrics, step):
-        self.metrics.setdefault(step, {}).update(metrics)
-
-    def log_samples(self, samples, step):
-        pass
 
 
 class Killed(Exception):

@@ -12,7 +12,7 @@ import math
 import mlflow
 import pytest
 import torch
-from conftest import TINY_RUN, run_cli
+from conftest import TINY_RUN, Recorder, run_cli
 from tiny_checkpoints import ARCHS, build_causal_lm, build_classifier
 
 from ppo_exp.config import ConfigError, LoraSettings, ModelConfig, PPOConfig
@@ -24,17 +24,6 @@ SMOKE = dict(
     iterations=2, batch_size=8, num_minibatches=2, max_new_tokens=8, eval_every=0,
     eval_prompts=8, sample_every=0,
 )
-
-
-class Recorder:
-    def __init__(self):
-        self.metrics: dict[int, dict[str, float]] = {}
-
-    def log_metrics(self, metrics, step):
-        self.metrics.setdefault(step, {}).update(metrics)
-
-    def log_samples(self, samples, step):
-        pass
 
 
 @pytest.fixture(scope="module")

@@ -6,6 +6,7 @@ import dataclasses
 
 import pytest
 import torch
+from conftest import Recorder
 
 from ppo_exp.config import PPOConfig
 from ppo_exp.metrics import METRICS
@@ -14,18 +15,6 @@ from ppo_exp.ppo.trainer import PPOTrainer, train
 from ppo_exp.task.base_model import load_causal_lm
 
 SMOKE = dict(iterations=3, batch_size=16, max_new_tokens=12, eval_every=0, eval_prompts=16)
-
-
-class Recorder:
-    def __init__(self):
-        self.metrics: dict[int, dict[str, float]] = {}
-        self.samples = []
-
-    def log_metrics(self, metrics, step):
-        self.metrics.setdefault(step, {}).update(metrics)
-
-    def log_samples(self, samples, step):
-        self.samples.append((step, samples))
 
 
 def without_timings(history):

@@ -12,8 +12,9 @@ cores this process may use divided by the jobs its launch runs at once on this m
 
 - the basic launcher runs one job at a time, in-process: all the cores;
 - joblib runs up to `hydra.launcher.n_jobs` processes (-1 = one per core) at once, and
-  never more than the jobs in flight: a study's `hydra.sweeper.n_jobs` trials × seeds, a
-  plain sweep's batch (all its jobs, or `hydra.sweeper.max_batch_size` of them);
+  never more than the jobs in flight: a study's `hydra.sweeper.n_jobs` trials (× their
+  seeds with `hydra.sweeper.parallel_seeds`), a plain sweep's batch (all its jobs, or
+  `hydra.sweeper.max_batch_size` of them);
 - submitit_local starts every job in flight at once;
 - Ray runs a job on a machine with `hydra.launcher.ray.remote.num_cpus` free CPUs (1
   unless set): at most cores / num_cpus jobs there, and never more than the jobs in flight;
@@ -79,7 +80,8 @@ def jobs_in_flight(hydra: DictConfig) -> int | None:
     """The most jobs this launch hands its launcher at once, None if unknown."""
     sweeper = hydra.sweeper
     if STUDY_SWEEPER in str(sweeper.get("_target_", "")):
-        return sweeper.n_jobs * len(sweeper.seeds)  # trials in flight × their seeds
+        # trials in flight × their seeds when those run as parallel jobs too
+        return sweeper.n_jobs * (len(sweeper.seeds) if sweeper.get("parallel_seeds") else 1)
     return sweep_batch_size(hydra)
 
 

@@ -104,28 +104,35 @@ def test_a_study_runs_the_same_on_every_launcher(wd, launcher):
     assert_no_run_left_running(wd)
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
-def test_parallel_trials_are_pruned_by_their_jobs(wd, backend):
+@pytest.mark.parametrize(
+    ("backend", "parallel_seeds"), [("sqlite", False), ("sqlite", True), ("postgresql", True)]
+)
+def test_parallel_trials_are_pruned_by_their_jobs(wd, backend, parallel_seeds):
     write_study(wd, "pruned", pruner={"name": "threshold", "lower": 1e9})  # prunes any report
-    args = [*JOBLIB, "iterations=3", "eval_every=1", "hydra.sweeper.n_trials=2"]
+    args = [*JOBLIB, "iterations=3", "eval_every=1", "hydra.sweeper.n_trials=2",
+            f"hydra.sweeper.parallel_seeds={str(parallel_seeds).lower()}"]
     name, storage = "pruned", wd.optuna_url
     if backend == "postgresql":
         storage, name = postgres_url(), f"test_pruned_{uuid.uuid4().hex[:10]}"
         args += [f"hydra.sweeper.storage={storage}", f"hydra.sweeper.study_name={name}"]
     try:
-        # Two seeds per trial: they run as parallel jobs, and both report.
         result = wd.run(*args, "hydra.sweeper.seeds=[0,1]", study="pruned")
         assert result.returncode == 0, result.stderr[-3000:]
         trials = wd.trials(name, storage)
         assert states(trials) == ["PRUNED", "PRUNED"]
-        for trial in trials:  # seed 1 reports after seed 0's steps: 1 and 3 + 1
-            assert set(trial.intermediate_values) <= {1, 2, 3, 5, 6, 7}
-            assert trial.intermediate_values
+        for trial in trials:
+            if parallel_seeds:  # both seeds ran at once; seed 1 reports after seed 0's steps
+                assert set(trial.intermediate_values) <= {1, 2, 3, 5, 6, 7}
+                assert trial.intermediate_values
+            else:  # seed 0 was pruned at its first report: seed 1 never started
+                assert set(trial.intermediate_values) == {1}
         all_runs = wd.runs()
         for run in trial_runs_by_number(wd).values():
             assert run.info.status == "KILLED"
             assert "pruned at iteration 1" in run.data.tags["ppo_exp.pruned"]
-            assert {r.info.status for r in children(all_runs, run)} == {"KILLED"}
+            seed_runs = children(all_runs, run)
+            assert {r.info.status for r in seed_runs} == {"KILLED"}
+            assert len(seed_runs) == (2 if parallel_seeds else 1)
     finally:
         if backend == "postgresql":
             with contextlib.suppress(KeyError):

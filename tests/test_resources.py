@@ -20,7 +20,8 @@ SLURM = "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
 RAY = "hydra_plugins.hydra_ray_launcher.ray_launcher.RayLauncher"
 BASIC = "hydra._internal.core_plugins.basic_launcher.BasicLauncher"
 STUDY = {"_target_": "hydra_plugins.ppo_exp_sweeper.OptunaStudySweeper", "n_jobs": 2,
-         "seeds": [0, 1]}  # fmt: skip
+         "seeds": [0, 1], "parallel_seeds": True}  # fmt: skip
+ONE_SEED_AT_A_TIME = {**STUDY, "parallel_seeds": False}  # the default
 SWEEP = {"_target_": "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"}
 
 
@@ -34,6 +35,9 @@ def test_jobs_at_once_follow_the_launcher_and_the_study():
     assert jobs_at_once(hydra({"_target_": JOBLIB, "n_jobs": -1}, STUDY), 2) == 2
     assert jobs_at_once(hydra({"_target_": JOBLIB, "n_jobs": -2}, SWEEP), 8) == 7
     assert jobs_at_once(hydra({"_target_": JOBLIB, "n_jobs": 3}, SWEEP), 8) == 3
+    # a trial's seeds one after another: only its n_jobs trials are in flight
+    assert jobs_at_once(hydra({"_target_": JOBLIB, "n_jobs": -1}, ONE_SEED_AT_A_TIME), 8) == 2
+    assert jobs_at_once(hydra({"_target_": LOCAL}, ONE_SEED_AT_A_TIME), 8) == 2
     # submitit_local starts a study's trials x seeds at once; an unknown sweep: all cores
     assert jobs_at_once(hydra({"_target_": LOCAL}, STUDY), 8) == 4
     assert jobs_at_once(hydra({"_target_": LOCAL}, SWEEP), 8) == 8

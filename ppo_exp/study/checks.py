@@ -75,6 +75,9 @@ def validate_study(
         "other's live trials)",
     )
     _check(
+        isinstance(s.parallel_seeds, bool), "parallel_seeds", s.parallel_seeds, "true or false"
+    )
+    _check(
         bool(s.objectives), "objectives", s.objectives,
         "one or two metrics, each maximize | minimize, e.g. {eval/score_auc: maximize}",
     )

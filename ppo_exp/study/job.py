@@ -46,28 +46,54 @@ def study_pruner() -> optuna.pruners.BasePruner:
     return build(PRUNERS, HydraConfig.get().sweeper.pruner, "pruner")
 
 
+PRUNED_SEED_ATTR = "pruned_seed"  # trial user attr: which seed was pruned, in which trial
+
+
 class PruningReporter:
     """Tracker that reports the objective to Optuna and raises TrialPruned when told to.
+
+    A trial's seeds may run at once (a parallel launcher): once one seed is pruned, the
+    trial is, so the others stop at their next iteration too instead of training on (run
+    one after another, a pruned seed already ends the trial before the next starts).
 
     Args:
         trial: the job's trial, opened with `open_trial`.
         metric: the objective reported at each eval; None reports nothing (Optuna cannot
             prune multi-objective studies).
+        seed_index: this job's index in the trial's seeds.
         step_offset: added to each iteration, so that a trial's seeds form one curve.
     """
 
-    def __init__(self, trial: optuna.Trial, metric: str | None, *, step_offset: int):
-        self.trial, self.metric, self.step_offset = trial, metric, step_offset
+    def __init__(
+        self, trial: optuna.Trial, metric: str | None, *, seed_index: int, step_offset: int
+    ):
+        self.trial, self.metric = trial, metric
+        self.seed_index, self.step_offset = seed_index, step_offset
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
-        if self.metric is None or self.metric not in metrics or step == 0:
+        if self.metric is None or step == 0:
             return
-        value = metrics[self.metric]
-        if not math.isfinite(value):
-            return  # a NaN objective fails the trial at the end, with its reason
+        self._stop_if_a_sibling_was_pruned(step)
+        value = metrics.get(self.metric)
+        if value is None or not math.isfinite(value):
+            return  # not an eval; a NaN objective fails the trial at the end, with its reason
         self.trial.report(value, self.step_offset + step)
         if self.trial.should_prune():
+            self.trial.set_user_attr(
+                PRUNED_SEED_ATTR, {"trial": self.trial.number, "seed_index": self.seed_index}
+            )
             raise optuna.TrialPruned(f"pruned at iteration {step}: {self.metric}={value:.4f}")
+
+    def _stop_if_a_sibling_was_pruned(self, step: int) -> None:
+        # A retried trial starts with its failed original's user attrs: only a mark made
+        # in this trial counts.
+        trial_id = self.trial._trial_id  # noqa: SLF001 (Optuna's own Trial keeps no public id)
+        mark = self.trial.storage.get_trial_user_attrs(trial_id).get(PRUNED_SEED_ATTR)
+        if mark and mark["trial"] == self.trial.number and mark["seed_index"] != self.seed_index:
+            raise optuna.TrialPruned(
+                f"pruned at iteration {step}: seed index {mark['seed_index']} of this trial "
+                "was pruned first"
+            )
 
     def log_samples(self, samples: pd.DataFrame, step: int) -> None:
         pass
@@ -86,7 +112,10 @@ def reporter(node: TrialConfig, iterations: int, *, job_dir: Path | None) -> Pru
     trial = open_trial(node, study_pruner())
     if job_dir is not None:
         trial.set_user_attr(JOB_DIR_ATTR.format(node.seed_index), str(job_dir.resolve()))
-    return PruningReporter(trial, single, step_offset=node.seed_index * (iterations + 1))
+    return PruningReporter(
+        trial, single, seed_index=node.seed_index,
+        step_offset=node.seed_index * (iterations + 1),
+    )
 
 
 def result(metrics: dict[str, float], node: TrialConfig, train_seconds: float) -> dict[str, Any]:

@@ -39,6 +39,11 @@ class StudySweeperConf:
     # submitit_local, submitit_slurm): a finished trial frees its slot at once. The
     # basic launcher runs jobs in this process, one at a time: n_jobs must be 1 there.
     n_jobs: int = 1
+    # With a parallel launcher, a trial's seeds run one after another in its slot, as
+    # in-process: a pruned seed ends its trial before the next seed starts. true: they run
+    # as parallel jobs too (trials in flight x seeds at once), for more workers than
+    # trials in flight; a pruned seed then stops its siblings at their next iteration.
+    parallel_seeds: bool = False
 
 
 ConfigStore.instance().store(group="hydra/sweeper", name="optuna_study", node=StudySweeperConf)

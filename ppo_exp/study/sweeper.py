@@ -252,6 +252,7 @@ class StudySweeper(Sweeper):
                 outcomes = launch(
                     self.launcher, jobs, settings.seeds,
                     first_job=trial.number * len(settings.seeds),
+                    parallel_seeds=settings.parallel_seeds,
                 )
             except Exception as error:  # the launcher lost its jobs (a worker was killed)
                 # The trial stays RUNNING and stops beating: once its grace period is

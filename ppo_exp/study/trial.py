@@ -77,14 +77,14 @@ def trial_node(
     ]
 
 
-def launch(launcher: Any, jobs: list[list[str]], seeds: list[int], *, first_job: int
-           ) -> list[Outcome]:
-    """Run a trial's seed jobs; in one batch when the launcher runs jobs in parallel.
+def launch(launcher: Any, jobs: list[list[str]], seeds: list[int], *, first_job: int,
+           parallel_seeds: bool = False) -> list[Outcome]:
+    """Run a trial's seed jobs: one at a time, where a pruned or failed seed ends the
+    trial; or in one batch when `parallel_seeds` and the launcher runs jobs in parallel.
 
-    In-process, seeds run one at a time and a pruned or failed seed ends the trial.
     Job numbers are trial * seeds + seed index, so job directories never collide.
     """
-    if not isinstance(launcher, BasicLauncher):
+    if parallel_seeds and not isinstance(launcher, BasicLauncher):
         returns = launcher.launch(jobs, initial_job_idx=first_job)
         return [_outcome(job, seed) for job, seed in zip(returns, seeds, strict=True)]
     outcomes = []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
@@ -77,6 +78,28 @@ def test_phases_mode_accounts_for_the_whole_iteration(tmp_path):
                   "score_reward", "update_forward", "update_backward", "update_step"):
         assert ours["phases"][phase] > 0, phase
     assert ours["peak_rss_mb"] > 100 and ours["tokens_per_s"] > 0
+
+
+@pytest.mark.slow
+def test_a_config_variant_runs_beside_ppo_exp_with_its_own_keys(tmp_path):
+    done = bench("phases", "--quick", "--rounds", "1", "--variant", "short:max_new_tokens=2",
+                 "--json", str(tmp_path / "b.json"), cwd=tmp_path)
+    assert "| ppo_exp / short |" in done.stdout
+    summaries = json.loads((tmp_path / "b.json").read_text())["summaries"]
+    assert set(summaries) == {"ppo_exp", "short"}
+    assert summaries["short"]["response_tokens"] <= 8 * 2  # --quick: 8 rows
+    assert summaries["ppo_exp"]["response_tokens"] > 8 * 2
+    assert summaries["short"]["first_iteration_s"] > 0
+
+
+def test_a_variant_is_a_name_and_config_keys():
+    from ppo_exp.bench.__main__ import variant
+
+    assert variant("compiled:compile=true,threads=2") == (
+        "compiled", {"compile": True, "threads": 2}
+    )
+    with pytest.raises(argparse.ArgumentTypeError, match="NAME:KEY=VALUE"):
+        variant("compiled")
 
 
 @pytest.mark.slow

@@ -12,7 +12,9 @@ Options (phases, floor, trl, scaling): --rounds N (alternated runs per system),
 --reward classifier|vader, --value-model separate|shared, --fused-floor, --json PATH,
 --device cpu|cuda (every system on that device, float32; phases timed with the cuda clock),
 --trl-python PATH, --quick (tiny shapes, for the smoke test), --compare NAME=SRC (also
-run the ppo_exp source tree SRC, e.g. an older commit's `git archive`, as system NAME).
+run the ppo_exp source tree SRC, e.g. an older commit's `git archive`, as system NAME),
+--variant NAME:KEY=VALUE[,KEY=VALUE] (also run ppo_exp with these config keys as system
+NAME, e.g. --variant compiled:compile=true).
 scaling only: --points AXIS=VALUE,... (a subset), --markdown PATH (the table, written
 between its markers in PATH, e.g. README.md, or as a new file).
 """
@@ -24,6 +26,8 @@ import json
 import sys
 import tempfile
 from pathlib import Path
+
+import yaml
 
 from ppo_exp.bench.models import SHAPES
 from ppo_exp.bench.options import add_run_size
@@ -70,7 +74,21 @@ def parse(argv: list[str]) -> argparse.Namespace:
                         help="scaling: write the table here, between its markers (README.md)")
     parser.add_argument("--compare", action="append", default=[], metavar="NAME=SRC",
                         help="also run ppo_exp from source tree SRC as system NAME")
+    parser.add_argument("--variant", action="append", default=[], type=variant,
+                        metavar="NAME:KEY=VALUE[,KEY=VALUE]",
+                        help="also run ppo_exp with these config keys as system NAME")
     return parser.parse_args(argv)
+
+
+def variant(text: str) -> tuple[str, dict]:
+    """`compiled:compile=true,threads=2` -> ("compiled", {"compile": True, "threads": 2})."""
+    name, _, settings = text.partition(":")
+    pairs = [item.split("=", 1) for item in settings.split(",") if item]
+    if not name or not pairs or any(len(pair) != 2 for pair in pairs):
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: expected NAME:KEY=VALUE[,KEY=VALUE], e.g. compiled:compile=true"
+        )
+    return name, {key: yaml.safe_load(value) for key, value in pairs}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -98,8 +116,9 @@ def main(argv: list[str] | None = None) -> None:
     systems = {"phases": ("ppo_exp",), "floor": ("ppo_exp", "floor"),
                "trl": ("ppo_exp", "floor", "trl"), "scaling": ()}[args.mode]
     sources = dict(item.split("=", 1) for item in args.compare)
+    variants = dict(args.variant)
     if args.mode != "scaling":
-        systems = (*systems[:1], *sources, *systems[1:])
+        systems = (*systems[:1], *sources, *variants, *systems[1:])
     trl = trl_python(args.trl_python)
     if args.mode == "trl" and trl is None:
         print(TRL_SETUP)
@@ -126,7 +145,7 @@ def main(argv: list[str] | None = None) -> None:
                 write_markdown(args.markdown, scaling_table(rows), how)
         else:
             summaries = side_by_side(spec, systems, rounds=args.rounds, root=root, trl=trl,
-                                     sources=sources)
+                                     sources=sources, variants=variants)
             print(phase_table(summaries))
             figures = {"mode": args.mode, "summaries": summaries}
             if "trl" in summaries:

@@ -50,7 +50,7 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
         if spec["reward_kind"] == "classifier"
         else RewardConfig()
     )
-    cfg = PPOConfig(
+    settings = dict(
         iterations=spec["iterations"],
         batch_size=spec["batch_size"],
         max_new_tokens=spec["max_new_tokens"],
@@ -65,8 +65,8 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
             device=spec.get("device", "cpu"), dtype="float32",  # TRL's and the floor's
         ),
         reward=reward,
-        **spec.get("config", {}),
     )
+    cfg = PPOConfig(**{**settings, **spec.get("config", {})})  # a variant's keys win
     t0 = time.perf_counter()
     trainer = trainer_module.PPOTrainer(cfg)
     init_s = time.perf_counter() - t0

@@ -160,17 +160,21 @@ def throughput(workdir: Path, trials: int, overrides: list[str]) -> None:
                   "name an empty or new folder", file=sys.stderr)
             raise SystemExit(2)
     print(f"machine: {load()}")
-    rates, studies = {}, {}
+    rates, work, studies = {}, {}, {}
     for rundir, (label, setup) in zip(rundirs, setups.items(), strict=True):
         wall = launch(rundir, "-m", "study=core", f"hydra.sweeper.n_trials={trials}", *setup,
                       *overrides)
         studies[label] = load_study(rundir, "core").trials
         rates[label] = len(studies[label]) / wall * 3600
+        iterations = iterations_spent(rundir, studies[label])
+        work[label] = iterations / wall * 3600
         print(f"{label}: {len(studies[label])} trials in {wall / 60:.1f} min = "
               f"{rates[label]:.1f} trials/hour ({wall / len(studies[label]):.0f} s per trial; "
-              f"{load()} after)")
+              f"{iterations} PPO iterations = {work[label]:.0f} per hour; {load()} after)")
     (one, many) = rates
-    print(f"throughput ratio ({many}) / ({one}): {rates[many] / rates[one]:.2f}x")
+    print(f"throughput ratio ({many}) / ({one}): {rates[many] / rates[one]:.2f}x in trials, "
+          f"{work[many] / work[one]:.2f}x in PPO iterations (the two settings train with "
+          "different thread counts, so their runs, and which trials the pruner stops, differ)")
     for label, study_trials in studies.items():
         b = best(study_trials)
         print(f"{label}: best value {b.value:.4f} (trial {b.number}) of {len(study_trials)} "

@@ -50,22 +50,27 @@ class Spec:
 def trl_python(explicit: str | None = None) -> Path | None:
     """TRL's interpreter, if that virtual environment exists (else None)."""
     path = Path(explicit or os.environ.get(TRL_PYTHON_ENV) or ".trl-venv/bin/python")
-    return path if path.exists() else None
+    # absolute, for runs in scratch directories; not resolved: a venv's python is a link
+    return path.absolute() if path.exists() else None
 
 
 def run_once(
     system: str, spec: Spec, root: Path, *, trl: Path | None = None,
-    sources: dict[str, str] | None = None,
+    sources: dict[str, str] | None = None, variants: dict[str, dict] | None = None,
 ) -> dict:
     """One fresh-process run of `system` on `spec`; returns the worker's JSON.
 
     `sources` maps extra system names to other ppo_exp source trees (a directory holding
-    the `ppo_exp` package, e.g. `git archive` of an older commit), run like ppo_exp.
+    the `ppo_exp` package, e.g. `git archive` of an older commit), run like ppo_exp;
+    `variants` maps extra system names to PPOConfig keys that ppo_exp runs with (e.g.
+    {"compiled": {"compile": True}}).
     """
-    sources = sources or {}
+    sources, variants = sources or {}, variants or {}
     policy, reward = bench_models(spec.shape, root / "models")
     from ppo_exp.task.prompts import make_prompts
 
+    if system in variants:
+        spec = dataclasses.replace(spec, config={**spec.config, **variants[system]})
     payload = {
         **dataclasses.asdict(spec),
         "policy": str(policy),
@@ -84,7 +89,7 @@ def run_once(
             driver = Path(__file__).with_name("trl_driver.py")
             command = [str(trl), str(driver), str(spec_file), str(out_file)]
         else:
-            worker = "ppo_exp" if system in sources else system
+            worker = "ppo_exp" if system in sources or system in variants else system
             command = [sys.executable, "-m", "ppo_exp.bench.worker", worker,
                        str(spec_file), str(out_file)]
         done = subprocess.run(command, env=env, cwd=scratch, capture_output=True, text=True)
@@ -98,13 +103,15 @@ def run_once(
 
 def side_by_side(
     spec: Spec, systems: tuple[str, ...], *, rounds: int, root: Path, trl: Path | None = None,
-    sources: dict[str, str] | None = None,
+    sources: dict[str, str] | None = None, variants: dict[str, dict] | None = None,
 ) -> dict[str, dict]:
     """Alternate `rounds` runs of each system; return each system's summary."""
     runs: dict[str, list[dict]] = {s: [] for s in systems}
     for _ in range(rounds):
         for system in systems:
-            runs[system].append(run_once(system, spec, root, trl=trl, sources=sources))
+            runs[system].append(
+                run_once(system, spec, root, trl=trl, sources=sources, variants=variants)
+            )
     return {system: summarise(results) for system, results in runs.items()}
 
 
@@ -123,6 +130,9 @@ def summarise(results: list[dict]) -> dict[str, Any]:
     return {
         "system": first["system"],
         "wall_s": wall,
+        # the first iteration: warm-up, and a compiled forward's compilation
+        "first_iteration_s": median([r["iterations"][0]["wall_s"] for r in results
+                                     if r["iterations"]]),
         "wall_without_gc_s": median([it["wall_s"] - it["phases"].get("gc", 0.0)
                                      for it in iterations]),
         "phases": phases,
@@ -171,7 +181,8 @@ def phase_table(summaries: dict[str, dict]) -> str:
         cells = [name, *(f"{values[s]:.3f}" for s in systems)]
         cells += [ratio(values["ppo_exp"], values[o]) for o in others]
         rows.append("| " + " | ".join(cells) + " |")
-    extra = [("response tokens / s", "tokens_per_s", "{:.0f}"),
+    extra = [("first iteration: warm-up, compilation (s)", "first_iteration_s", "{:.2f}"),
+             ("response tokens / s", "tokens_per_s", "{:.0f}"),
              ("peak RSS (MB)", "peak_rss_mb", "{:.0f}"),
              ("RSS after imports (MB)", "rss_after_imports_mb", "{:.0f}"),
              ("imports + model load (s)", None, "{:.2f}"),

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import logging
+import random
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,7 +22,6 @@ import numpy as np
 import pandas as pd
 import torch
 from tqdm.auto import tqdm
-from transformers import set_seed
 
 from ppo_exp import model_checks
 from ppo_exp.config import PPOConfig
@@ -67,7 +67,7 @@ class PPOTrainer:
         self, cfg: PPOConfig, *, job_dir: Path | None = None, meta: dict | None = None
     ):
         self.cfg, self.job_dir, self.meta = cfg, job_dir, meta or {}
-        set_seed(cfg.seed)  # python, numpy and torch
+        seed_everything(cfg.seed)
         model_checks.check(cfg)  # paths, positions, devices, LoRA targets: before any weights
         self.device = resolve_device(cfg.model.device)
         self.dtype = resolve_dtype(cfg.model.dtype, self.device)
@@ -299,3 +299,12 @@ def train(
     if resume is not None:
         trainer.restore(resume)
     return trainer.train(trackers)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's, numpy's and torch's generators (every device's), as transformers'
+    `set_seed` does; importing that one loads `transformers.trainer_utils`, which
+    imports peft (about 140 MB and 2 s in every run, LoRA or not)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)  # CPU and every CUDA device

@@ -62,7 +62,7 @@ def test_nan_loss_stops_in_the_update(base_model_path):
 
     def nan_loss(*args):
         value, stats = loss(*args)
-        return value * math.nan, {**stats, "loss/total": math.nan}
+        return value * math.nan, {**stats, "loss/total": stats["loss/total"] * math.nan}
 
     trainer.replay.loss = nan_loss
     with pytest.raises(guards.TrainingFault, match="iteration 1: non-finite loss/total"):

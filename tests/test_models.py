@@ -232,6 +232,7 @@ def test_micro_batch_gradients_sum_to_the_minibatch_gradient(checkpoints):
         replay = trainer.replay  # reads the micro-batch size from its own config
         replay.cfg = dataclasses.replace(replay.cfg, micro_batch_size=micro)
         stats = replay.gradients(rollout, rows, advantages, returns)
+        stats = {name: float(value) for name, value in stats.items()}
         return stats, [p.grad.clone() for group in trainer.replay.groups for p in group]
 
     whole_stats, whole = gradient(None)

@@ -81,6 +81,7 @@ def test_a_compiled_update_forward_gives_the_eager_loss_and_gradients(trained_ro
 
     def loss_and_gradients(replay):
         stats = replay.gradients(rollout, rows, advantages, returns)
+        stats = {name: float(value) for name, value in stats.items()}
         return stats, [p.grad.clone() for group in replay.groups for p in group]
 
     eager_stats, eager_grads = loss_and_gradients(eager)

@@ -90,7 +90,7 @@ def value_loss(
     """
     error = (values - returns) ** 2
     if value_clip_eps is None:
-        return 0.5 * masked_mean(error, mask), {"clipfrac": torch.zeros(())}
+        return 0.5 * masked_mean(error, mask), {"clipfrac": values.new_zeros(())}
     clipped_values = old_values + torch.clamp(values - old_values, -value_clip_eps, value_clip_eps)
     clipped_error = (clipped_values - returns) ** 2
     loss = 0.5 * masked_mean(torch.maximum(error, clipped_error), mask)

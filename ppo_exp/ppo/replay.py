@@ -76,7 +76,7 @@ class Replay:
         # Real response lengths, read once: each micro-batch runs up to its own longest
         # response, not the batch's (the padding after it changes no real position).
         lengths = rollout.mask.sum(1).long().tolist()
-        stats: dict[str, list[float]] = {}
+        stats: dict[str, list[torch.Tensor]] = {}  # read from the device once, at the end
         epochs_run = 0
         self.model.update_mode(True)
         stopped, skipped = False, 0
@@ -87,7 +87,9 @@ class Replay:
                 minibatch_stats = self.gradients(rollout, i, advantages, returns, lengths)
                 # CleanRL's early stop, without its lag: this minibatch's approx-KL is
                 # measured after every earlier step, so its own step is skipped.
-                if control.stop_replay(minibatch_stats["policy/approx_kl"], cfg.target_kl):
+                if cfg.target_kl is not None and control.stop_replay(
+                    float(minibatch_stats["policy/approx_kl"]), cfg.target_kl
+                ):
                     stopped = True
                     break
                 if self.nonfinite_step(minibatch_stats["loss/total"], iteration):
@@ -102,12 +104,12 @@ class Replay:
             if stopped:
                 break
         self.model.update_mode(False)
-        metrics = {name: float(np.mean(values)) for name, values in stats.items()}
+        metrics = {name: float(np.mean(values)) for name, values in read(stats).items()}
         metrics["policy/epochs"] = epochs_run
         metrics["policy/skipped_minibatches"] = skipped
         return metrics
 
-    def nonfinite_step(self, loss: float, iteration: int) -> bool:
+    def nonfinite_step(self, loss: torch.Tensor, iteration: int) -> bool:
         """Clip the policy's and the critic's gradients, each on its own; True when the loss
         or a gradient norm is not finite and `on_nonfinite=skip` (stop: raise)."""
         cfg = self.cfg
@@ -120,7 +122,10 @@ class Replay:
         }
         if self.scaler.is_enabled():  # float16: the scaler skips inf steps itself
             return False
-        bad = guards.first_nonfinite({"loss/total": loss, **norms})
+        checked = {"loss/total": loss, **norms}
+        if bool(torch.stack([v.float() for v in checked.values()]).isfinite().all()):
+            return False  # one read from the device per minibatch; which one, only if not
+        bad = guards.first_nonfinite(checked)
         if bad and cfg.on_nonfinite == "stop":
             raise guards.nonfinite_fault(
                 iteration, bad, where="update",
@@ -135,8 +140,9 @@ class Replay:
         advantages: torch.Tensor,
         returns: torch.Tensor,
         lengths: list[int] | None = None,
-    ) -> dict[str, float]:
-        """Fill `.grad` with the gradient of the PPO loss over `rows`; return its statistics.
+    ) -> dict[str, torch.Tensor]:
+        """Fill `.grad` with the gradient of the PPO loss over `rows`; return its statistics
+        (0-dim float64 tensors on the device: nothing is read back here).
 
         Gradient accumulation over `micro_batch_size` rows at a time: each micro-batch's
         loss is a mean over its own tokens, weighted by its share of the rows' tokens, so
@@ -147,19 +153,21 @@ class Replay:
             lengths = rollout.mask.sum(1).long().tolist()
         tokens = float(sum(lengths[row] for row in rows.tolist()))
         self.optimizer.zero_grad(set_to_none=True)
-        stats: dict[str, float] = {}
+        stats: dict[str, torch.Tensor] = {}
         for j in rows.split(self.cfg.micro_batch_size or len(rows)):
             micro_rows = j.tolist()
             weight = float(sum(lengths[row] for row in micro_rows)) / tokens if tokens else 1.0
             longest = max(lengths[row] for row in micro_rows)
             loss, micro = self.loss(minibatch_of(rollout, advantages, returns, j, longest))
             self.scaler.scale(loss * weight).backward()
-            for name, value in micro.items():
-                stats[name] = stats.get(name, 0.0) + weight * value
+            for name, value in micro.items():  # float64: as the Python floats it once was
+                weighted = weight * value.double()
+                stats[name] = stats[name] + weighted if name in stats else weighted
         return stats
 
-    def loss(self, mb: Minibatch) -> tuple[torch.Tensor, dict[str, float]]:
-        """PPO loss of some rollout rows (means over their tokens), and its statistics."""
+    def loss(self, mb: Minibatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """PPO loss of some rollout rows (means over their tokens), and its statistics
+        (detached 0-dim tensors)."""
         cfg = self.cfg
         with autocast(self.device, self.dtype):
             logits, values = self.forward(
@@ -189,7 +197,15 @@ class Replay:
             "loss/entropy": -entropy.detach(),
             "loss/total": loss.detach(),
         }
-        return loss, {name: float(value) for name, value in stats.items()}
+        return loss, stats
+
+
+def read(stats: dict[str, list[torch.Tensor]]) -> dict[str, list[float]]:
+    """Every minibatch's statistics as Python floats, in one read from the device."""
+    if not stats:
+        return {}
+    table = torch.stack([torch.stack(values) for values in stats.values()]).tolist()
+    return dict(zip(stats, table, strict=True))
 
 
 def lr_factor(update: int, iterations: int, *, decay: bool) -> float:

@@ -195,6 +195,7 @@ ROWS: list[tuple[list[str], list[str]]] = [
     ([*STUDY, "reward=function", "reward.function=os:nope"], ["has no attribute"]),
     # -- study files
     ([*STUDY, f"{S}retry_failed=-1"], [f"{S}retry_failed=-1", "an integer >= 0"]),
+    ([*STUDY, f"{S}parallel_seeds=maybe"], [f"{S}parallel_seeds='maybe'", "true or false"]),
     ([*STUDY[:1], "study=bad_objective"], [f"{S}objectives='eval/nope'", "eval/score"]),
     ([*STUDY[:1], "study=bad_direction"], [f"{S}objectives.eval/kl='upward'"]),
     ([*STUDY[:1], "study=no_objectives"], [f"{S}objectives={{}}", "one or two metrics"]),

@@ -303,8 +303,8 @@ def train(
 
 def seed_everything(seed: int) -> None:
     """Seed Python's, numpy's and torch's generators (every device's), as transformers'
-    `set_seed` does; importing that one loads `transformers.trainer_utils`, which
-    imports peft (about 140 MB and 2 s in every run, LoRA or not)."""
+    `set_seed` does; importing that one loads `transformers.trainer_utils`, which imports
+    peft in every run, LoRA or not."""
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)  # CPU and every CUDA device

@@ -17,6 +17,7 @@ from tiny_checkpoints import ARCHS, build_causal_lm, build_classifier
 
 from ppo_exp.config import ConfigError, LoraSettings, ModelConfig, PPOConfig
 from ppo_exp.ppo import hardware
+from ppo_exp.ppo.replay import Replay
 from ppo_exp.ppo.trainer import PPOTrainer, train
 
 DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
@@ -241,6 +242,34 @@ def test_micro_batch_gradients_sum_to_the_minibatch_gradient(checkpoints):
         for a, b in zip(whole, grads, strict=True):
             assert torch.allclose(a, b, rtol=1e-4, atol=1e-7)
         assert stats == pytest.approx(whole_stats, rel=1e-5, abs=1e-7)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("arch", [*ARCHS, "gpt2-shared"])
+def test_a_packed_minibatch_gives_the_padded_losses_and_gradients(checkpoints, arch):
+    """pack_minibatches=true: the real tokens as one sequence, for every family."""
+    shared = arch.endswith("-shared")
+    trainer = PPOTrainer(config(
+        checkpoints[arch.removesuffix("-shared") + "-fp32"], batch_size=8, max_new_tokens=12,
+        value_model="shared" if shared else "separate",
+    ))
+    rollout = trainer.rollout(trainer.train_prompts[:8])
+    advantages, returns = trainer.advantages(rollout, trainer.token_rewards(rollout))
+    rows = torch.arange(8)
+    assert rollout.attention_mask.sum() < rollout.attention_mask.numel()  # padding to leave out
+
+    def loss_and_gradients(pack: bool):
+        replay = Replay(dataclasses.replace(trainer.cfg, pack_minibatches=pack), trainer.model,
+                        device=trainer.device, dtype=trainer.dtype)
+        stats = replay.gradients(rollout, rows, advantages, returns)
+        grads = [p.grad.clone() for group in replay.groups for p in group]
+        return {name: float(value) for name, value in stats.items()}, grads
+
+    padded_stats, padded = loss_and_gradients(False)
+    packed_stats, packed = loss_and_gradients(True)
+    assert packed_stats == pytest.approx(padded_stats, rel=1e-4, abs=1e-6)
+    for a, b in zip(padded, packed, strict=True):
+        torch.testing.assert_close(b, a, rtol=1e-3, atol=1e-5)
 
 
 @pytest.mark.slow

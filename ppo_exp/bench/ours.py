@@ -118,6 +118,8 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
             "update": "update", "evaluate": "eval",
             "generate": "generate", "step": "optimizer_step", "logits": "reference",
         }
+        if trainer.cfg.pack_minibatches:  # the update calls model.packed, held by the replay
+            wraps.append((trainer.replay, "forward"))
         for owner, attribute in wraps:
             if owner is None or attribute and not hasattr(owner, attribute):
                 continue  # shared critic: no critic trunk
@@ -126,7 +128,8 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
                 continue
             name = names.get(attribute)
             if attribute == "forward":
-                name = {id(model): "actor_critic", id(model.policy): "policy",
+                name = {id(model): "actor_critic", id(trainer.replay): "actor_critic",
+                        id(model.policy): "policy",
                         id(trainer.ref): "reference"}.get(id(owner), "critic")
             timed = clock.wrap(name, getattr(owner, attribute))
             stack.enter_context(patched(owner, attribute, timed))

@@ -62,6 +62,48 @@ class ActorCritic(nn.Module):
         values = self.value_head(hidden[:, window].to(self.value_head.weight.dtype))
         return logits, values.squeeze(-1).float()  # (B, T, V), (B, T)
 
+    def packed(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        position_ids: torch.Tensor,
+        response_length: int,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """`forward`'s logits and values, computed over the real tokens only.
+
+        The rows' real tokens (prompt and response, no padding) run as one sequence of
+        `(1, N)`; their position ids restart at 0 for each row, from which transformers
+        builds a block-diagonal causal mask (a row attends to itself only). Logits come
+        only for the states that predict a real response token. Padding slots of the
+        (B, T) outputs are 0 (every loss and statistic masks them).
+        """
+        real = attention_mask.bool()  # (B, L): left-padded prompt, right-padded response
+        rows, length = real.shape
+        packed_index = (real.flatten().long().cumsum(0) - 1).view(rows, length)
+        # the state before response token t sits one column to its left (a real token
+        # whenever token t is real: the prompt's last token, or response token t - 1)
+        before = packed_index[:, length - response_length - 1 : length - 1]  # (B, T)
+        wanted = real[:, length - response_length :]  # (B, T): real response tokens
+        keep = before[wanted]  # (n,) packed positions whose outputs the loss reads
+        inputs = dict(
+            input_ids=input_ids[real].unsqueeze(0), position_ids=position_ids[real].unsqueeze(0)
+        )
+        shared = self.critic is None
+        out = self.policy(
+            **inputs, logits_to_keep=keep, output_hidden_states=shared, use_cache=False
+        )
+        logits = out.logits[0].float()  # (n, V)
+        if shared:
+            hidden = out.hidden_states[-1][0, keep]
+        else:
+            hidden = self.critic(**inputs, use_cache=False).last_hidden_state[0, keep]
+        values = self.value_head(hidden.to(self.value_head.weight.dtype)).squeeze(-1).float()
+        full_logits = logits.new_zeros(rows, response_length, logits.shape[-1])
+        full_values = values.new_zeros(rows, response_length)
+        full_logits[wanted] = logits
+        full_values[wanted] = values
+        return full_logits, full_values
+
     def update_mode(self, on: bool) -> None:
         """Switch on what only the update passes use: gradient checkpointing, LoRA dropout.
 

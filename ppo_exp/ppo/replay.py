@@ -30,6 +30,8 @@ class Replay:
         # The update's forward: `model` itself, or compiled (same parameters). dynamic=True:
         # minibatches trimmed to their longest response change shape without recompiling.
         self.forward = torch.compile(model, dynamic=True) if cfg.compile else model
+        if cfg.pack_minibatches:  # the real tokens only, as one packed sequence
+            self.forward = model.packed
         # All of it, or LoRA adapters + value head; the critic in a parameter group of its
         # own, with its own step size (vf_coef * vf_lr) and gradient clipping. fused: one
         # kernel steps every parameter (not a loop over them), the same update up to

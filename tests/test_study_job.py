@@ -18,7 +18,7 @@ def seed_reporter(url: str, trial: optuna.Trial, seed_index: int, pruner) -> job
     )
     return job.PruningReporter(
         job.open_trial(node, pruner), OBJECTIVE, seed_index=seed_index,
-        step_offset=seed_index * 11,
+        step_offset=seed_index * 11, siblings=True,
     )
 
 

@@ -62,18 +62,22 @@ class PruningReporter:
             prune multi-objective studies).
         seed_index: this job's index in the trial's seeds.
         step_offset: added to each iteration, so that a trial's seeds form one curve.
+        siblings: other seeds of the trial may run beside this one (`parallel_seeds`):
+            look for a pruned one at every iteration (one storage read each).
     """
 
     def __init__(
-        self, trial: optuna.Trial, metric: str | None, *, seed_index: int, step_offset: int
+        self, trial: optuna.Trial, metric: str | None, *, seed_index: int, step_offset: int,
+        siblings: bool = False,
     ):
         self.trial, self.metric = trial, metric
-        self.seed_index, self.step_offset = seed_index, step_offset
+        self.seed_index, self.step_offset, self.siblings = seed_index, step_offset, siblings
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
         if self.metric is None or step == 0:
             return
-        self._stop_if_a_sibling_was_pruned(step)
+        if self.siblings:
+            self._stop_if_a_sibling_was_pruned(step)
         value = metrics.get(self.metric)
         if value is None or not math.isfinite(value):
             return  # not an eval; a NaN objective fails the trial at the end, with its reason
@@ -112,9 +116,11 @@ def reporter(node: TrialConfig, iterations: int, *, job_dir: Path | None) -> Pru
     trial = open_trial(node, study_pruner())
     if job_dir is not None:
         trial.set_user_attr(JOB_DIR_ATTR.format(node.seed_index), str(job_dir.resolve()))
+    sweeper = HydraConfig.get().sweeper
     return PruningReporter(
         trial, single, seed_index=node.seed_index,
         step_offset=node.seed_index * (iterations + 1),
+        siblings=bool(sweeper.get("parallel_seeds")) and len(sweeper.get("seeds", [])) > 1,
     )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 
+import torch
 from torch import nn
 
 KL_HORIZON_SHARE = 10  # kl_horizon=null: a tenth of the run's rollouts
@@ -39,14 +40,18 @@ def adaptive_kl_coef(
     return coef * (1 + error * batch_size / horizon)
 
 
-def stop_replay(approx_kl: float, target_kl: float | None) -> bool:
+def stop_replay(approx_kl: float | torch.Tensor, target_kl: float | None) -> bool:
     """Stop the replay before this minibatch's step: the policy already moved too far.
 
     `approx_kl` is measured on the minibatch about to be stepped, with the parameters
     every earlier step left, so the check has no lag: with one minibatch per epoch it can
-    stop after the first epoch (a check after each epoch sees epoch 1's KL = 0).
+    stop after the first epoch (a check after each epoch sees epoch 1's KL = 0). A tensor
+    is read from its device only when `target_kl` is set.
     """
-    return target_kl is not None and (approx_kl > target_kl or not math.isfinite(approx_kl))
+    if target_kl is None:
+        return False
+    approx_kl = float(approx_kl)
+    return approx_kl > target_kl or not math.isfinite(approx_kl)
 
 
 CRITIC_MODULES = ("critic.", "value_head.")  # ActorCritic's critic trunk and value head

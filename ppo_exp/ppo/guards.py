@@ -11,8 +11,10 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
+import operator
 from collections.abc import Mapping
 from typing import Any
 
@@ -24,7 +26,17 @@ class TrainingFault(RuntimeError):
 
 
 def first_nonfinite(quantities: Mapping[str, Any]) -> str | None:
-    """The name of the first quantity (float or tensor) holding a NaN or an infinity."""
+    """The name of the first quantity (float or tensor) holding a NaN or an infinity.
+
+    All the tensors are checked on their device and read back once together; which one
+    is bad is looked for only when something is.
+    """
+    checks = [v.isfinite().all() for v in quantities.values() if hasattr(v, "isfinite")]
+    floats = [v for v in quantities.values() if not hasattr(v, "isfinite")]
+    if all(math.isfinite(v) for v in floats) and (
+        not checks or bool(functools.reduce(operator.and_, checks))
+    ):
+        return None
     for name, value in quantities.items():
         if hasattr(value, "isfinite"):  # a tensor
             if not bool(value.isfinite().all()):

@@ -89,9 +89,7 @@ class Replay:
                 minibatch_stats = self.gradients(rollout, i, advantages, returns, lengths)
                 # CleanRL's early stop, without its lag: this minibatch's approx-KL is
                 # measured after every earlier step, so its own step is skipped.
-                if cfg.target_kl is not None and control.stop_replay(
-                    float(minibatch_stats["policy/approx_kl"]), cfg.target_kl
-                ):
+                if control.stop_replay(minibatch_stats["policy/approx_kl"], cfg.target_kl):
                     stopped = True
                     break
                 if self.nonfinite_step(minibatch_stats["loss/total"], iteration):
@@ -124,10 +122,7 @@ class Replay:
         }
         if self.scaler.is_enabled():  # float16: the scaler skips inf steps itself
             return False
-        checked = {"loss/total": loss, **norms}
-        if bool(torch.stack([v.float() for v in checked.values()]).isfinite().all()):
-            return False  # one read from the device per minibatch; which one, only if not
-        bad = guards.first_nonfinite(checked)
+        bad = guards.first_nonfinite({"loss/total": loss, **norms})  # one read
         if bad and cfg.on_nonfinite == "stop":
             raise guards.nonfinite_fault(
                 iteration, bad, where="update",

@@ -55,12 +55,18 @@ class ActorCritic(nn.Module):
         )
         # float32 from here on: a bf16 log-softmax over 150k tokens loses the small ratios
         logits = out.logits[:, :-1].float()  # (B, T, V)
-        if shared:
-            hidden = out.hidden_states[-1]
-        else:
-            hidden = self.critic(**inputs, use_cache=False).last_hidden_state
-        values = self.value_head(hidden[:, window].to(self.value_head.weight.dtype))
-        return logits, values.squeeze(-1).float()  # (B, T, V), (B, T)
+        values = self.values(self.critic_states(out, inputs)[:, window])
+        return logits, values  # (B, T, V), (B, T)
+
+    def critic_states(self, policy_out, inputs: dict) -> torch.Tensor:
+        """The critic's last hidden states: the policy's own (shared), else its trunk's."""
+        if self.critic is None:
+            return policy_out.hidden_states[-1]
+        return self.critic(**inputs, use_cache=False).last_hidden_state
+
+    def values(self, states: torch.Tensor) -> torch.Tensor:
+        """The value head over hidden states (..., H) -> float32 values (...)."""
+        return self.value_head(states.to(self.value_head.weight.dtype)).squeeze(-1).float()
 
     def packed(
         self,
@@ -88,16 +94,12 @@ class ActorCritic(nn.Module):
         inputs = dict(
             input_ids=input_ids[real].unsqueeze(0), position_ids=position_ids[real].unsqueeze(0)
         )
-        shared = self.critic is None
         out = self.policy(
-            **inputs, logits_to_keep=keep, output_hidden_states=shared, use_cache=False
+            **inputs, logits_to_keep=keep, output_hidden_states=self.critic is None,
+            use_cache=False,
         )
         logits = out.logits[0].float()  # (n, V)
-        if shared:
-            hidden = out.hidden_states[-1][0, keep]
-        else:
-            hidden = self.critic(**inputs, use_cache=False).last_hidden_state[0, keep]
-        values = self.value_head(hidden.to(self.value_head.weight.dtype)).squeeze(-1).float()
+        values = self.values(self.critic_states(out, inputs)[0, keep])  # (n,)
         full_logits = logits.new_zeros(rows, response_length, logits.shape[-1])
         full_values = values.new_zeros(rows, response_length)
         full_logits[wanted] = logits

@@ -266,7 +266,18 @@ def test_a_packed_minibatch_gives_the_padded_losses_and_gradients(checkpoints, a
         return {name: float(value) for name, value in stats.items()}, grads
 
     padded_stats, padded = loss_and_gradients(False)
-    packed_stats, packed = loss_and_gradients(True)
+    shapes = []  # what the policy was run on: one row of real tokens, no padding
+    hook = trainer.model.policy.register_forward_pre_hook(
+        lambda module, args, kwargs: shapes.append(tuple(kwargs["input_ids"].shape)),
+        with_kwargs=True,
+    )
+    try:
+        packed_stats, packed = loss_and_gradients(True)
+    finally:
+        hook.remove()
+    lengths = rollout.mask.sum(1).long().tolist()  # the minibatch runs to its longest
+    prompt_tokens = rollout.attention_mask[:, : -rollout.mask.shape[1]].sum()
+    assert shapes == [(1, int(prompt_tokens) + sum(lengths))]
     assert packed_stats == pytest.approx(padded_stats, rel=1e-4, abs=1e-6)
     for a, b in zip(padded, packed, strict=True):
         torch.testing.assert_close(b, a, rtol=1e-3, atol=1e-5)

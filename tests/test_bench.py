@@ -68,6 +68,17 @@ def test_phase_clock_can_count_cpu_time_only():
 
 
 @pytest.mark.slow
+def test_a_run_reports_its_own_peak_rss_not_its_parents():
+    """getrusage's ru_maxrss survives exec: a run started by a 400 MB parent would say 400."""
+    parent = bytearray(400 * 2**20)
+    parent[:: 4096] = b"\1" * len(parent[:: 4096])  # touch every page: it is resident
+    code = "from ppo_exp.bench.clock import peak_rss_mb; print(peak_rss_mb())"
+    child = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                           check=True)
+    assert float(child.stdout) < 200
+    del parent
+
+
 def test_phases_mode_accounts_for_the_whole_iteration(tmp_path):
     done = bench("phases", "--quick", "--rounds", "1", "--json", str(tmp_path / "b.json"),
                  cwd=tmp_path)

@@ -130,7 +130,19 @@ def patched(owner: Any, attribute: str, replacement: Any) -> Iterator[None]:
 
 
 def peak_rss_mb() -> float:
-    """Peak resident set size of this process so far, in MB (Linux reports KiB)."""
+    """Peak resident set size of this process so far, in MB.
+
+    Read from /proc (VmHWM, this program's own peak): `getrusage`'s ru_maxrss survives
+    `exec`, so a run started by a big parent (the driver that built the models) would
+    report the parent's peak instead of its own.
+    """
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 

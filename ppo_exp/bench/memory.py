@@ -21,12 +21,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
+from ppo_exp.bench.clock import peak_rss_mb
 from ppo_exp.bench.options import add_run_size
 
 CONFIGS = {
@@ -112,7 +112,7 @@ def child(path: str, name: str, overrides: list[str]) -> None:
         "config": name,
         "device": torch.cuda.get_device_name(trainer.device) if cuda else "cpu",
         "dtype": compute,
-        "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+        "peak_rss_gib": peak_rss_mb() / 1024,
         "peak_gpu_gib": torch.cuda.max_memory_allocated(trainer.device) / 2**30 if cuda else None,
         "estimate_gib": estimated / 2**30,
         "seconds_per_iteration": median("perf/rollout_s") + median("perf/update_s"),

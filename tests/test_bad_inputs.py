@@ -75,7 +75,7 @@ S = "hydra.sweeper."
 # (arguments, fragments the one line must hold)
 ROWS: list[tuple[list[str], list[str]]] = [
     # -- ranges of the run settings
-    (["pack_minibatches=true", "compile=true"], ["compile=True", "pack_minibatches=true"]),
+    (["compile=true"], ["compile=True", "pack_minibatches=false"]),  # packing is the default
     (["gamma=1.5"], ["gamma=1.5", "a number in [0, 1]"]),
     (["gamma=nan"], ["gamma=nan", "[0, 1]"]),
     (["lam=-0.1"], ["lam=-0.1", "[0, 1]"]),

@@ -197,6 +197,10 @@ def test_technique_switches_restore_the_trainer():
         assert holder.replay.optimizer is not fused
         assert holder.replay.optimizer.defaults["foreach"]
     assert holder.replay.optimizer is fused
+    packed = SimpleNamespace(replay=SimpleNamespace(forward="packed"), model="padded")
+    with techniques.padded(packed):
+        assert packed.replay.forward == "padded"
+    assert packed.replay.forward == "packed"
 
 
 @pytest.mark.slow

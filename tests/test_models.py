@@ -17,6 +17,7 @@ from tiny_checkpoints import ARCHS, build_causal_lm, build_classifier
 
 from ppo_exp.config import ConfigError, LoraSettings, ModelConfig, PPOConfig
 from ppo_exp.ppo import hardware
+from ppo_exp.ppo.packing import Packing, balanced_bins
 from ppo_exp.ppo.replay import Replay
 from ppo_exp.ppo.trainer import PPOTrainer, train
 
@@ -245,15 +246,19 @@ def test_micro_batch_gradients_sum_to_the_minibatch_gradient(checkpoints):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("several", [False, True], ids=["row-each", "several-rows"])
 @pytest.mark.parametrize("arch", [*ARCHS, "gpt2-shared"])
-def test_a_packed_minibatch_gives_the_padded_losses_and_gradients(checkpoints, arch):
-    """pack_minibatches=true: the real tokens as one sequence, for every family."""
+def test_a_packed_minibatch_gives_the_padded_losses_and_gradients(checkpoints, arch, several):
+    """pack_minibatches=true: the real tokens packed into short sequences, every family."""
     shared = arch.endswith("-shared")
     trainer = PPOTrainer(config(
         checkpoints[arch.removesuffix("-shared") + "-fp32"], batch_size=8, max_new_tokens=12,
         value_model="shared" if shared else "separate",
     ))
     rollout = trainer.rollout(trainer.train_prompts[:8])
+    row_lengths = rollout.attention_mask.sum(1)  # prompt + response, no padding
+    # sequences of up to twice the longest row hold several rows; of 1 token, one each
+    trainer.model.pack_width = 2 * int(row_lengths.max()) if several else 1
     advantages, returns = trainer.advantages(rollout, trainer.token_rewards(rollout))
     rows = torch.arange(8)
     assert rollout.attention_mask.sum() < rollout.attention_mask.numel()  # padding to leave out
@@ -266,7 +271,7 @@ def test_a_packed_minibatch_gives_the_padded_losses_and_gradients(checkpoints, a
         return {name: float(value) for name, value in stats.items()}, grads
 
     padded_stats, padded = loss_and_gradients(False)
-    shapes = []  # what the policy was run on: one row of real tokens, no padding
+    shapes = []  # what the policy was run on
     hook = trainer.model.policy.register_forward_pre_hook(
         lambda module, args, kwargs: shapes.append(tuple(kwargs["input_ids"].shape)),
         with_kwargs=True,
@@ -275,12 +280,32 @@ def test_a_packed_minibatch_gives_the_padded_losses_and_gradients(checkpoints, a
         packed_stats, packed = loss_and_gradients(True)
     finally:
         hook.remove()
-    lengths = rollout.mask.sum(1).long().tolist()  # the minibatch runs to its longest
-    prompt_tokens = rollout.attention_mask[:, : -rollout.mask.shape[1]].sum()
-    assert shapes == [(1, int(prompt_tokens) + sum(lengths))]
+    [(sequences, width)] = shapes
+    if several:  # fewer, fuller sequences, about the packing width, little filler
+        assert sequences <= 5 and width <= 4 / 3 * trainer.model.pack_width
+        assert sequences * width < 1.2 * int(row_lengths.sum())
+    else:  # a row per sequence, as long as the longest row
+        assert (sequences, width) == (8, int(row_lengths.max()))
     assert packed_stats == pytest.approx(padded_stats, rel=1e-4, abs=1e-6)
     for a, b in zip(padded, packed, strict=True):
         torch.testing.assert_close(b, a, rtol=1e-3, atol=1e-5)
+
+
+def test_balanced_bins_are_as_few_as_first_fit_needs_and_evenly_filled():
+    bins = balanced_bins([5, 2, 9, 4, 3, 7], capacity=10)  # first fit: 9 | 7+3 | 5+4 | 2
+    assert bins == [[2], [5], [0, 1], [3, 4]]  # 9 | 7 | 5+2 | 4+3: longest first, emptiest
+    assert balanced_bins([12, 3], capacity=10) == [[0], [1]]  # too long: its own
+    assert balanced_bins([3, 3, 3], capacity=10) == [[0, 1, 2]]
+
+
+def test_packing_places_each_rows_real_tokens_together_and_restarts_positions():
+    real = torch.tensor([[0, 1, 1, 1, 0], [1, 1, 0, 0, 0], [0, 0, 1, 1, 1]], dtype=torch.bool)
+    layout = Packing.of(real, capacity=5)  # rows of 3, 2, 3: [3 + 2] and [3]
+    assert (layout.bins, layout.width) == (2, 5)
+    tokens = torch.arange(15).view(3, 5)
+    assert layout.pack(tokens, fill=-1).tolist() == [[1, 2, 3, 5, 6], [12, 13, 14, -1, -1]]
+    positions = (real.long().cumsum(1) - 1).clamp(min=0)
+    assert layout.pack(positions).tolist() == [[0, 1, 2, 0, 1], [0, 1, 2, 0, 0]]
 
 
 @pytest.mark.slow

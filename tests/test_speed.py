@@ -77,7 +77,8 @@ def test_the_eval_scores_a_training_batch_at_a_time_with_the_same_metrics(base_m
 def test_a_compiled_update_forward_gives_the_eager_loss_and_gradients(trained_rollout):
     trainer, rollout, advantages, returns = trained_rollout
     rows = torch.arange(4)
-    eager = trainer.replay
+    padded = dataclasses.replace(trainer.cfg, pack_minibatches=False)  # compile: padded only
+    eager = Replay(padded, trainer.model, device=trainer.device, dtype=trainer.dtype)
 
     def loss_and_gradients(replay):
         stats = replay.gradients(rollout, rows, advantages, returns)
@@ -85,7 +86,7 @@ def test_a_compiled_update_forward_gives_the_eager_loss_and_gradients(trained_ro
         return stats, [p.grad.clone() for group in replay.groups for p in group]
 
     eager_stats, eager_grads = loss_and_gradients(eager)
-    compiled = Replay(dataclasses.replace(trainer.cfg, compile=True), trainer.model,
+    compiled = Replay(dataclasses.replace(padded, compile=True), trainer.model,
                       device=trainer.device, dtype=trainer.dtype)
     assert compiled.forward is not trainer.model  # the compiled module, same parameters
     stats, grads = loss_and_gradients(compiled)

@@ -6,8 +6,10 @@ One process builds the default trainer and samples one rollout batch, then times
 scoring forwards and the replay update (`ppo_epochs` × `num_minibatches` steps) with
 every technique on, and with each one switched back to what the trainer did before,
 alternating the variants round by round. Switching back is done from outside (the
-trainer has no such switches): full-length minibatches, separate log-softmaxes with the
-entropy on the graph, a per-parameter (foreach) AdamW, and the Python-formula GELU.
+trainer has no such switches): padded minibatches instead of packed ones (trimmed to their
+longest response, then also untrimmed: trimming only matters without packing), separate
+log-softmaxes with the entropy on the graph, a per-parameter (foreach) AdamW, and the
+Python-formula GELU.
 """
 
 from __future__ import annotations
@@ -20,6 +22,13 @@ from collections.abc import Callable, Iterator
 import torch
 
 from ppo_exp.bench.clock import patched
+
+
+@contextlib.contextmanager
+def padded(trainer) -> Iterator[None]:
+    """The update runs padded rows (trimmed to the longest response), not packed ones."""
+    with patched(trainer.replay, "forward", trainer.model):
+        yield
 
 
 @contextlib.contextmanager
@@ -81,9 +90,18 @@ def python_gelu(trainer) -> Iterator[None]:
             module.act = act
 
 
+def stacked(first: Callable, second: Callable, trainer) -> contextlib.ExitStack:
+    """Both techniques undone at once."""
+    stack = contextlib.ExitStack()
+    stack.enter_context(first(trainer))
+    stack.enter_context(second(trainer))
+    return stack
+
+
 VARIANTS: dict[str, Callable] = {
     "all techniques": contextlib.nullcontext,
-    "without trimming": full_length,
+    "without packing": padded,
+    "without packing or trimming": lambda trainer: stacked(padded, full_length, trainer),
     "without one log-softmax": separate_softmaxes,
     "without fused AdamW": foreach_adamw,
     "without one-kernel GELU": python_gelu,

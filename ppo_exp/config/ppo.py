@@ -91,10 +91,10 @@ class PPOConfig:
     compile: bool = False  # torch.compile the policy/critic forward of the update (dynamic
     # shapes: compiled once per run, about a minute of CPU for the tiny model, then every
     # minibatch runs the compiled kernels; same losses up to float rounding); false = eager
-    pack_minibatches: bool = False  # the update runs each micro-batch's real tokens as one
-    # packed sequence, no padding (transformers' packed-sequence attention); same losses up
-    # to float rounding. Pays when rows are short against their padding; attention inside a
-    # packed sequence grows with the square of its total length: keep micro-batches small
+    pack_minibatches: bool = True  # the update runs each micro-batch's real tokens packed
+    # into a few sequences (no padding; transformers' packed-sequence attention), each of
+    # about half the hidden size or the longest row; same losses up to float rounding.
+    # false = padded rows, trimmed to the micro-batch's longest response
     checkpoint_every: int | None = None  # save a checkpoint every N iterations into the job
     # dir's checkpoints/ (ppo/checkpoint.py), and always after the last; null or 0 = the last only
     resume: str | None = None  # continue a run: a checkpoint folder or a job dir (its newest
@@ -160,7 +160,8 @@ def validate(cfg: PPOConfig) -> None:
     )
     check(
         not (cfg.pack_minibatches and cfg.compile), "compile", cfg.compile,
-        "false with pack_minibatches=true (the packed forward is not compiled)",
+        "false while pack_minibatches=true, the default (the packed forward is not "
+        "compiled): set pack_minibatches=false to compile the padded one",
     )
     check(
         cfg.stop_tokens is None or (len(cfg.stop_tokens) > 0 and all(cfg.stop_tokens)),

@@ -9,6 +9,8 @@ from torch import nn
 from transformers import PreTrainedModel
 from transformers.modeling_layers import GradientCheckpointingLayer
 
+from ppo_exp.ppo import packing
+
 
 class ActorCritic(nn.Module):
     """A causal-LM policy and a scalar value model over the same token positions.
@@ -28,6 +30,10 @@ class ActorCritic(nn.Module):
         self.value_head = nn.Linear(hidden_size, 1)
         nn.init.zeros_(self.value_head.weight)
         nn.init.zeros_(self.value_head.bias)
+        # `packed` fills sequences up to half the policy's hidden size H (or its longest
+        # row): attention within one then costs at most 1/12 of a layer's matrix
+        # multiplies (2 * width * H against about 12 * H^2 per token).
+        self.pack_width = policy.config.hidden_size // 2
 
     def forward(
         self,
@@ -77,29 +83,29 @@ class ActorCritic(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """`forward`'s logits and values, computed over the real tokens only.
 
-        The rows' real tokens (prompt and response, no padding) run as one sequence of
-        `(1, N)`; their position ids restart at 0 for each row, from which transformers
-        builds a block-diagonal causal mask (a row attends to itself only). Logits come
-        only for the states that predict a real response token. Padding slots of the
-        (B, T) outputs are 0 (every loss and statistic masks them).
+        The rows' real tokens (prompt and response, no padding) are packed into a few
+        sequences of at most `pack_width` tokens (or the longest row), their position ids
+        restarting at 0 for each row, from which transformers builds a block-diagonal
+        causal mask (a row attends to itself only); see `packing`. Logits come only for
+        the states that predict a real response token. Padding slots of the (B, T)
+        outputs are 0 (every loss and statistic masks them).
         """
         real = attention_mask.bool()  # (B, L): left-padded prompt, right-padded response
         rows, length = real.shape
-        packed_index = (real.flatten().long().cumsum(0) - 1).view(rows, length)
+        layout = packing.Packing.of(real, self.pack_width)
         # the state before response token t sits one column to its left (a real token
         # whenever token t is real: the prompt's last token, or response token t - 1)
-        before = packed_index[:, length - response_length - 1 : length - 1]  # (B, T)
+        before = layout.place[:, length - response_length - 1 : length - 1]  # (B, T)
         wanted = real[:, length - response_length :]  # (B, T): real response tokens
         keep = before[wanted]  # (n,) packed positions whose outputs the loss reads
-        inputs = dict(
-            input_ids=input_ids[real].unsqueeze(0), position_ids=position_ids[real].unsqueeze(0)
-        )
-        out = self.policy(
-            **inputs, logits_to_keep=keep, output_hidden_states=self.critic is None,
-            use_cache=False,
-        )
+        inputs = dict(input_ids=layout.pack(input_ids), position_ids=layout.pack(position_ids))
+        with packing.head_reads(self.policy, keep):
+            out = self.policy(
+                **inputs, logits_to_keep=0, output_hidden_states=self.critic is None,
+                use_cache=False,
+            )
         logits = out.logits[0].float()  # (n, V)
-        values = self.values(self.critic_states(out, inputs)[0, keep])  # (n,)
+        values = self.values(self.critic_states(out, inputs).flatten(0, 1)[keep])  # (n,)
         full_logits = logits.new_zeros(rows, response_length, logits.shape[-1])
         full_values = values.new_zeros(rows, response_length)
         full_logits[wanted] = logits

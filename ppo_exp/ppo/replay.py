@@ -27,11 +27,13 @@ class Replay:
         self, cfg: PPOConfig, model: ActorCritic, *, device: torch.device, dtype: torch.dtype
     ):
         self.cfg, self.model, self.device, self.dtype = cfg, model, device, dtype
-        # The update's forward: `model` itself, or compiled (same parameters). dynamic=True:
-        # minibatches trimmed to their longest response change shape without recompiling.
-        self.forward = torch.compile(model, dynamic=True) if cfg.compile else model
-        if cfg.pack_minibatches:  # the real tokens only, as one packed sequence
+        # The update's forward: the real tokens only, packed (the default); or the padded
+        # rows, eager or compiled (same parameters; dynamic=True: minibatches trimmed to
+        # their longest response change shape without recompiling).
+        if cfg.pack_minibatches:
             self.forward = model.packed
+        else:
+            self.forward = torch.compile(model, dynamic=True) if cfg.compile else model
         # All of it, or LoRA adapters + value head; the critic in a parameter group of its
         # own, with its own step size (vf_coef * vf_lr) and gradient clipping. fused: one
         # kernel steps every parameter (not a loop over them), the same update up to

@@ -161,12 +161,14 @@ def test_run_mode_times_the_real_command(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.skipif(trl_python() is None, reason="TRL's venv not set up (PPO_EXP_TRL_PYTHON)")
-def test_trl_driver_runs_trl_offline_on_the_local_models(tmp_path):
-    result = run_once("trl", QUICK, tmp_path, trl=trl_python())
+@pytest.mark.parametrize("system", ["trl", "trl_mlflow"])
+def test_trl_driver_runs_trl_offline_on_the_local_models(tmp_path, system):
+    result = run_once(system, QUICK, tmp_path, trl=trl_python())
     summary = summarise([result])
-    assert summary["trl_version"] == "1.12.0"
+    assert summary["system"] == system and summary["trl_version"] == "1.12.0"
     assert summary["phases"]["gc"] > 0 and summary["phases"]["update_step"] > 0
     assert summary["wall_without_gc_s"] < summary["wall_s"]
+    assert result["mlflow_loaded"] == (system == "trl_mlflow")  # only when it reports there
 
 
 @pytest.mark.slow

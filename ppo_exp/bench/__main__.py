@@ -11,7 +11,8 @@ Options (phases, floor, trl, scaling): --rounds N (alternated runs per system),
 --iterations N, --threads N, --batch-size N, --max-new-tokens N, --shape NAME,
 --reward classifier|vader, --value-model separate|shared, --fused-floor, --json PATH,
 --device cpu|cuda (every system on that device, float32; phases timed with the cuda clock),
---trl-python PATH, --quick (tiny shapes, for the smoke test), --compare NAME=SRC (also
+--trl-python PATH, --trl-mlflow (also TRL logging to MLflow, as ppo_exp does: system
+trl_mlflow), --quick (tiny shapes, for the smoke test), --compare NAME=SRC (also
 run the ppo_exp source tree SRC, e.g. an older commit's `git archive`, as system NAME),
 --variant NAME:KEY=VALUE[,KEY=VALUE] (also run ppo_exp with these config keys as system
 NAME, e.g. --variant compiled:compile=true).
@@ -38,7 +39,15 @@ from ppo_exp.bench.scaling import (
     select,
     write_markdown,
 )
-from ppo_exp.bench.suite import TRL_PYTHON_ENV, Spec, load, phase_table, side_by_side, trl_python
+from ppo_exp.bench.suite import (
+    TRL_MLFLOW,
+    TRL_PYTHON_ENV,
+    Spec,
+    load,
+    phase_table,
+    side_by_side,
+    trl_python,
+)
 
 MODES = ("phases", "floor", "trl", "scaling", "techniques")
 TRL_SETUP = (
@@ -67,6 +76,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
                         help="cpu: each run's CPU time (comparable on a loaded machine)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     parser.add_argument("--trl-python", help=f"TRL's interpreter (default ${TRL_PYTHON_ENV})")
+    parser.add_argument("--trl-mlflow", action="store_true",
+                        help="trl: also run TRL logging to MLflow, as ppo_exp does (trl_mlflow)")
     parser.add_argument("--workdir", type=Path, help="keep bench models here (default: scratch)")
     parser.add_argument("--quick", action="store_true", help="tiny shapes: a smoke run")
     parser.add_argument("--points", help="scaling: only these points, e.g. batch=64,threads=2")
@@ -119,10 +130,12 @@ def main(argv: list[str] | None = None) -> None:
     variants = dict(args.variant)
     if args.mode != "scaling":
         systems = (*systems[:1], *sources, *variants, *systems[1:])
+    if args.mode == "trl" and args.trl_mlflow:
+        systems = (*systems, TRL_MLFLOW)
     trl = trl_python(args.trl_python)
     if args.mode == "trl" and trl is None:
         print(TRL_SETUP)
-        systems = tuple(s for s in systems if s != "trl")
+        systems = tuple(s for s in systems if s not in ("trl", TRL_MLFLOW))
     with tempfile.TemporaryDirectory() as scratch:
         root = args.workdir or Path(scratch)
         root.mkdir(parents=True, exist_ok=True)

@@ -22,6 +22,7 @@ from ppo_exp.bench.clock import PHASES
 from ppo_exp.bench.models import bench_models, parameter_count
 
 SYSTEMS = ("ppo_exp", "floor", "trl")
+TRL_MLFLOW = "trl_mlflow"  # TRL logging to a scratch MLflow store, as ppo_exp always does
 TRL_PYTHON_ENV = "PPO_EXP_TRL_PYTHON"  # TRL's interpreter; default ./.trl-venv/bin/python
 
 
@@ -85,9 +86,13 @@ def run_once(
                "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
         if system in sources:
             env["PYTHONPATH"] = os.pathsep.join([sources[system], env.get("PYTHONPATH", "")])
-        if system == "trl":
+        if system in ("trl", TRL_MLFLOW):
             driver = Path(__file__).with_name("trl_driver.py")
             command = [str(trl), str(driver), str(spec_file), str(out_file)]
+            if system == TRL_MLFLOW:  # TRL's MLflowCallback reads these
+                spec_file.write_text(json.dumps({**payload, "report_to": "mlflow"}))
+                env.update(MLFLOW_TRACKING_URI=f"sqlite:///{Path(scratch).absolute()}/mlflow.db",
+                           MLFLOW_EXPERIMENT_NAME="trl-bench")
         else:
             worker = "ppo_exp" if system in sources or system in variants else system
             command = [sys.executable, "-m", "ppo_exp.bench.worker", worker,
@@ -147,7 +152,7 @@ def summarise(results: list[dict]) -> dict[str, Any]:
         "runs": len(results),
         "iterations_measured": len(iterations),
         **({"trl_version": first["version"], "trl_optimizer": first["optimizer"]}
-           if first["system"] == "trl" else {}),
+           if first["system"] in ("trl", TRL_MLFLOW) else {}),
     }
 
 

@@ -81,7 +81,7 @@ def run(spec: dict) -> dict:
         adam_epsilon=1e-5,
         missing_eos_penalty=1.0,
         num_sample_generations=0,
-        report_to="none",
+        report_to=spec.get("report_to", "none"),  # "mlflow": the store in MLFLOW_TRACKING_URI
         save_strategy="no",
         logging_steps=1,
         use_cpu=spec.get("device", "cpu") == "cpu",
@@ -147,6 +147,7 @@ def run(spec: dict) -> dict:
     return result(
         "trl", iterations, startup, init_s=init_s, version=trl.__version__,
         optimizer=f"{type(getattr(optimizer, 'optimizer', optimizer)).__name__} {optimizer_kind}",
+        mlflow_loaded="mlflow" in sys.modules,  # report_to="mlflow" imports it
     )
 
 

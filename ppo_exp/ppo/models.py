@@ -30,9 +30,9 @@ class ActorCritic(nn.Module):
         self.value_head = nn.Linear(hidden_size, 1)
         nn.init.zeros_(self.value_head.weight)
         nn.init.zeros_(self.value_head.bias)
-        # `packed` fills sequences up to half the policy's hidden size H (or its longest
-        # row): attention within one then costs at most 1/12 of a layer's matrix
-        # multiplies (2 * width * H against about 12 * H^2 per token).
+        # `packed` fills sequences of about half the policy's hidden size H (or its longest
+        # row): attention within one then costs about 1/12 of a layer's matrix multiplies
+        # (2 * width * H against about 12 * H^2 per token).
         self.pack_width = policy.config.hidden_size // 2
 
     def forward(
@@ -84,7 +84,7 @@ class ActorCritic(nn.Module):
         """`forward`'s logits and values, computed over the real tokens only.
 
         The rows' real tokens (prompt and response, no padding) are packed into a few
-        sequences of at most `pack_width` tokens (or the longest row), their position ids
+        sequences of about `pack_width` tokens (or the longest row), their position ids
         restarting at 0 for each row, from which transformers builds a block-diagonal
         causal mask (a row attends to itself only); see `packing`. Logits come only for
         the states that predict a real response token. Padding slots of the (B, T)

@@ -48,12 +48,15 @@ class Packing:
     """Where the real tokens of (B, L) rows go in a packed (bins, width) batch.
 
     `place` (B, L) holds, for every real token, its index in the flattened packed batch
-    (row-major); padding slots hold -1.
+    (row-major); padding slots hold -1. `real` (B, L) marks the real tokens and `dest`
+    (n,) is `place` at them, in row-major order: where `pack` writes.
     """
 
     bins: int
     width: int
     place: torch.Tensor
+    real: torch.Tensor
+    dest: torch.Tensor
 
     @classmethod
     def of(cls, real: torch.Tensor, capacity: int) -> Packing:
@@ -69,15 +72,14 @@ class Packing:
                 start[row] = offset
                 offset += lengths[row]
         rank = real.long().cumsum(1) - 1  # each real token's index within its row
-        place = torch.tensor(start, device=real.device)[:, None] + rank
-        return cls(len(bins), width, place.masked_fill(~real, -1))
+        place = (torch.tensor(start, device=real.device)[:, None] + rank).masked_fill(~real, -1)
+        return cls(len(bins), width, place, real, place[real])
 
     def pack(self, x: torch.Tensor, fill: int = 0) -> torch.Tensor:
         """(B, L) -> (bins, width): the real entries of `x` in their packed places, `fill`
         after the last row of a bin (a filler position 0 is a sequence of its own)."""
-        real = self.place >= 0
         packed = x.new_full((self.bins * self.width,), fill)
-        packed[self.place[real]] = x[real]
+        packed[self.dest] = x[self.real]
         return packed.view(self.bins, self.width)
 
 

@@ -77,6 +77,7 @@ def run_once(
         "policy": str(policy),
         "reward": str(reward),
         "prompts": make_prompts(spec.batch_size * spec.iterations, split="train"),
+        **({"report_to": "mlflow"} if system == TRL_MLFLOW else {}),
     }
     with tempfile.TemporaryDirectory(dir=root) as scratch:
         spec_file, out_file = Path(scratch) / "spec.json", Path(scratch) / "out.json"
@@ -90,7 +91,6 @@ def run_once(
             driver = Path(__file__).with_name("trl_driver.py")
             command = [str(trl), str(driver), str(spec_file), str(out_file)]
             if system == TRL_MLFLOW:  # TRL's MLflowCallback reads these
-                spec_file.write_text(json.dumps({**payload, "report_to": "mlflow"}))
                 env.update(MLFLOW_TRACKING_URI=f"sqlite:///{Path(scratch).absolute()}/mlflow.db",
                            MLFLOW_EXPERIMENT_NAME="trl-bench")
         else:

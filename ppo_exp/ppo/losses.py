@@ -144,15 +144,16 @@ def logprobs_and_entropy(
     the entropy's full-vocabulary temporaries are freed at once and never backpropagated.
 
     Args:
-        logits: (B, T, V) raw logits; tokens: (B, T) chosen token ids.
+        logits: (B, T, V) raw logits; tokens: (B, T) chosen token ids. Any leading
+            shape will do: (n, V) logits and (n,) tokens give (n,) results.
         temperature: logits are divided by it first (the sampling temperature).
         entropy_grad: whether the entropy joins the autograd graph.
 
     Returns:
-        logprobs (B, T) and entropy (B, T), in nats.
+        logprobs and entropy (nats), the shape of `tokens`.
     """
     log_p = F.log_softmax(logits / temperature, dim=-1)  # (B, T, V)
-    logprobs = torch.gather(log_p, 2, tokens.unsqueeze(-1)).squeeze(-1)
+    logprobs = torch.gather(log_p, -1, tokens.unsqueeze(-1)).squeeze(-1)
     with torch.set_grad_enabled(entropy_grad and torch.is_grad_enabled()):
         entropy = -(log_p.exp() * log_p).sum(-1)
     return logprobs, entropy

@@ -81,17 +81,18 @@ class ActorCritic(nn.Module):
         position_ids: torch.Tensor,
         response_length: int,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """`forward`'s logits and values, computed over the real tokens only.
+        """`forward`'s logits and values at the real response tokens only: (n, V) and (n,).
 
-        The rows' real tokens (prompt and response, no padding) are packed into a few
-        sequences of about `pack_width` tokens (or the longest row), their position ids
-        restarting at 0 for each row, from which transformers builds a block-diagonal
-        causal mask (a row attends to itself only); see `packing`. Logits come only for
-        the states that predict a real response token. Padding slots of the (B, T)
-        outputs are 0 (every loss and statistic masks them).
+        Row by row, the n slots where `attention_mask[:, -response_length:]` is 1 (use
+        `packing.unpack` to lay them out as (B, T)). The rows' real tokens (prompt and
+        response, no padding) are packed into a few sequences of about `pack_width` tokens
+        (or the longest row), their position ids restarting at 0 for each row, from which
+        transformers builds a block-diagonal causal mask (a row attends to itself only);
+        see `packing`. Logits come only for the states that predict a real response token,
+        so nothing downstream (log-softmax, entropy) runs over padding either.
         """
         real = attention_mask.bool()  # (B, L): left-padded prompt, right-padded response
-        rows, length = real.shape
+        length = real.shape[1]
         layout = packing.Packing.of(real, self.pack_width)
         # the state before response token t sits one column to its left (a real token
         # whenever token t is real: the prompt's last token, or response token t - 1)
@@ -106,11 +107,7 @@ class ActorCritic(nn.Module):
             )
         logits = out.logits[0].float()  # (n, V)
         values = self.values(self.critic_states(out, inputs).flatten(0, 1)[keep])  # (n,)
-        full_logits = logits.new_zeros(rows, response_length, logits.shape[-1])
-        full_values = values.new_zeros(rows, response_length)
-        full_logits[wanted] = logits
-        full_values[wanted] = values
-        return full_logits, full_values
+        return logits, values
 
     def update_mode(self, on: bool) -> None:
         """Switch on what only the update passes use: gradient checkpointing, LoRA dropout.

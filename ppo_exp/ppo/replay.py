@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from ppo_exp.config import PPOConfig
-from ppo_exp.ppo import control, guards, losses
+from ppo_exp.ppo import control, guards, losses, packing
 from ppo_exp.ppo.hardware import autocast
 from ppo_exp.ppo.models import ActorCritic
 from ppo_exp.ppo.rollout import Minibatch, Rollout, minibatch_of
@@ -172,9 +172,16 @@ class Replay:
             logits, values = self.forward(
                 mb.input_ids, mb.attention_mask, mb.position_ids, mb.response.shape[1]
             )
+        # packed: (n, V) logits and (n,) values at the real response tokens only
+        real = None if logits.dim() == 3 else mb.mask.bool()
         logprobs, token_entropy = losses.logprobs_and_entropy(
-            logits, mb.response, temperature=cfg.temperature, entropy_grad=cfg.ent_coef != 0
+            logits, mb.response if real is None else mb.response[real],
+            temperature=cfg.temperature, entropy_grad=cfg.ent_coef != 0,
         )
+        if real is not None:  # to (B, T); at padding a ratio of exactly 1, masked anyway
+            logprobs = packing.unpack(logprobs, real, fill=mb.logprobs)
+            token_entropy = packing.unpack(token_entropy, real, fill=0.0)
+            values = packing.unpack(values, real, fill=0.0)
         pg_loss, pg = losses.policy_loss(
             logprobs, mb.logprobs, mb.advantages, mb.mask, clip_eps=cfg.clip_eps
         )

@@ -2,9 +2,12 @@
 
 Per iteration, on the same checkpoints and shapes as the trainer: one `generate` with
 the KV cache; one forward of each model (policy, reference, critic, reward) on prompt +
-response; then `ppo_epochs * num_minibatches` times a policy and critic forward, a
-minimal loss, a backward pass and an AdamW step. No masking, statistics, clipping or
-logging: every figure of the trainer is also a ratio to this.
+response; then `ppo_epochs * num_minibatches` times a policy and critic forward, the trainer's
+default loss (clipped surrogate, clipped value loss) with the statistics it logs
+(entropy, approx-KL, clip fractions; read once per iteration), a backward pass,
+gradient-norm clipping per group (policy; critic and value head) and an AdamW step.
+No masking (every row runs at full length), no packing, no logging: every figure of
+the trainer is also a ratio to this.
 """
 
 from __future__ import annotations
@@ -39,7 +42,8 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
     critic = copy.deepcopy(policy.base_model)
     value_head = torch.nn.Linear(policy.config.hidden_size, 1, device=device)
     reward = AutoModelForSequenceClassification.from_pretrained(spec["reward"]).to(device).eval()
-    params = [*policy.parameters(), *critic.parameters(), *value_head.parameters()]
+    groups = [list(policy.parameters()), [*critic.parameters(), *value_head.parameters()]]
+    params = [*groups[0], *groups[1]]
     optimizer = torch.optim.AdamW(params, lr=1e-4, eps=1e-5, fused=spec.get("fused", False))
     init_s = time.perf_counter() - t0
 
@@ -61,11 +65,16 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
             T = ids.shape[1] - enc.input_ids.shape[1]
             mask = torch.cat([enc.attention_mask, torch.ones_like(ids[:, -T:])], dim=1)
             kw = dict(input_ids=ids, attention_mask=mask)
-            clock.wrap("score_policy", policy)(**kw, logits_to_keep=T + 1)
+            scored = clock.wrap("score_policy", policy)(**kw, logits_to_keep=T + 1)
             clock.wrap("score_reference", ref)(**kw, logits_to_keep=T + 1)
-            clock.wrap("score_critic", critic)(**kw)
+            states = clock.wrap("score_critic", critic)(**kw).last_hidden_state
             clock.wrap("score_reward", reward)(**kw)
+            # the rollout's log-probs and values, which the PPO loss compares against
+            old_logp = F.log_softmax(scored.logits[:, :-1] / 0.7, -1)
+            old_logp = old_logp.gather(2, ids[:, -T:].unsqueeze(-1)).squeeze(-1)
+            old_values = value_head(states[:, -T - 1 : -1]).squeeze(-1)
         b = {"ids": ids.clone(), "mask": mask.clone(), "response": ids[:, -T:].clone(),
+             "old_logp": old_logp.clone(), "old_values": old_values.clone(),
              "advantages": torch.randn(B, T, device=device),
              "returns": torch.randn(B, T, device=device), "T": T}
 
@@ -74,11 +83,33 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
             logits = policy(**kw, logits_to_keep=b["T"] + 1).logits
             return logits, critic(**kw).last_hidden_state
 
-        def loss_of(i, logits, hidden, b=b):
-            logp = F.log_softmax(logits[:, :-1], -1).gather(2, b["response"][i].unsqueeze(-1))
+        stats: list = []
+
+        def loss_of(i, logits, hidden, b=b, stats=stats):
+            # ppo_exp's default loss in plain torch: clipped surrogate (clip_eps 0.2),
+            # clipped value loss (0.2, vf_coef 0.1), and the statistics it logs (entropy,
+            # approx-KL, clip fractions), kept on the device
+            log_p = F.log_softmax(logits[:, :-1] / 0.7, -1)
+            logp = log_p.gather(2, b["response"][i].unsqueeze(-1)).squeeze(-1)
+            log_ratio = logp - b["old_logp"][i]
+            ratio = log_ratio.exp()
+            adv, old_v, ret = b["advantages"][i], b["old_values"][i], b["returns"][i]
+            unclipped, clipped = -adv * ratio, -adv * ratio.clamp(0.8, 1.2)
+            pg = torch.maximum(unclipped, clipped).mean()
             values = value_head(hidden[:, -b["T"] - 1 : -1]).squeeze(-1)
-            pg = -(logp.squeeze(-1) * b["advantages"][i]).mean()
-            return pg + 0.1 * ((values - b["returns"][i]) ** 2).mean()
+            error = (values - ret) ** 2
+            clipped_error = (old_v + (values - old_v).clamp(-0.2, 0.2) - ret) ** 2
+            vf = 0.5 * torch.maximum(error, clipped_error).mean()
+            with torch.no_grad():
+                stats.append(torch.stack([
+                    -(log_p.exp() * log_p).sum(-1).mean(), ((ratio - 1) - log_ratio).mean(),
+                    (clipped > unclipped).float().mean(), (clipped_error > error).float().mean(),
+                ]))
+            return pg + 0.1 * vf
+
+        def clip():  # each group on its own, max norm 1.0, as ppo_exp's default
+            for group in groups:
+                torch.nn.utils.clip_grad_norm_(group, 1.0)
 
         for _ in range(spec["ppo_epochs"]):
             order = torch.randperm(B)
@@ -88,7 +119,9 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
                 loss = clock.wrap("update_loss", loss_of)(i, logits, hidden)
                 optimizer.zero_grad(set_to_none=True)
                 clock.wrap("update_backward", loss.backward)()
+                clock.wrap("update_clip", clip)()
                 clock.wrap("update_step", optimizer.step)()
+        torch.stack(stats).mean(0).tolist()  # read once per iteration, as ppo_exp does
         wall = clock.now() - began
         iterations.append(
             {

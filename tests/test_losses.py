@@ -382,3 +382,23 @@ def test_logprobs_and_entropy_backpropagates_the_entropy_when_asked():
     # -> [-0.25 * (-0.823959), -0.75 * (0.274653)] = [0.205990, -0.205990].
     torch.testing.assert_close(logits.grad, torch.tensor([[[0.205990, -0.205990]]]),
                                atol=1e-6, rtol=0)
+
+
+def test_losses_over_real_tokens_alone_equal_the_masked_ones():
+    # the packed update passes (n,) tensors of real tokens with mask=None
+    g = torch.Generator().manual_seed(0)
+    new, old, adv, values, old_values, returns = (torch.randn(3, 5, generator=g) for _ in range(6))
+    mask = torch.tensor([[1, 1, 1, 0, 0], [1, 0, 0, 0, 0], [1, 1, 1, 1, 1]], dtype=torch.float32)
+    real = mask.bool()
+    masked = losses.policy_loss(new, old, adv, mask, clip_eps=0.2)
+    alone = losses.policy_loss(new[real], old[real], adv[real], None, clip_eps=0.2)
+    assert torch.allclose(masked[0], alone[0])
+    for key in masked[1]:
+        assert torch.allclose(masked[1][key], alone[1][key]), key
+    masked = losses.value_loss(values, old_values, returns, mask, value_clip_eps=0.2)
+    alone = losses.value_loss(values[real], old_values[real], returns[real], None,
+                              value_clip_eps=0.2)
+    assert torch.allclose(masked[0], alone[0]) and torch.allclose(masked[1]["clipfrac"],
+                                                                   alone[1]["clipfrac"])
+    assert losses.masked_mean(values[real], None) == pytest.approx(
+        float(losses.masked_mean(values, mask)))

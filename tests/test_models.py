@@ -17,7 +17,7 @@ from tiny_checkpoints import ARCHS, build_causal_lm, build_classifier
 
 from ppo_exp.config import ConfigError, LoraSettings, ModelConfig, PPOConfig
 from ppo_exp.ppo import hardware
-from ppo_exp.ppo.packing import Packing, balanced_bins, unpack
+from ppo_exp.ppo.packing import Packing, balanced_bins
 from ppo_exp.ppo.replay import Replay
 from ppo_exp.ppo.trainer import PPOTrainer, train
 
@@ -308,17 +308,6 @@ def test_packing_places_each_rows_real_tokens_together_and_restarts_positions():
     assert layout.pack(positions).tolist() == [[0, 1, 2, 0, 1], [0, 1, 2, 0, 0]]
 
 
-
-def test_unpack_lays_real_slot_values_out_row_by_row_and_fills_the_rest():
-    where = torch.tensor([[1, 1, 0], [1, 0, 0]], dtype=torch.bool)
-    x = torch.tensor([1.0, 2.0, 3.0], requires_grad=True)
-    old = torch.full((2, 3), -40.0)  # a padding slot takes the old value: ratio exactly 1
-    full = unpack(x, where, fill=old)
-    assert full.tolist() == [[1.0, 2.0, -40.0], [3.0, -40.0, -40.0]]
-    assert unpack(x, where, fill=0.0).tolist() == [[1.0, 2.0, 0.0], [3.0, 0.0, 0.0]]
-    (full * torch.tensor([[1.0, 2.0, 5.0], [3.0, 5.0, 5.0]])).sum().backward()
-    assert x.grad.tolist() == [1.0, 2.0, 3.0]  # the fill gets none of the gradient
-    assert old.tolist() == [[-40.0] * 3] * 2  # and is not written to
 
 @pytest.mark.slow
 def test_same_seed_same_metrics_with_micro_batches_and_rollout_chunks(checkpoints):

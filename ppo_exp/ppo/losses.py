@@ -1,7 +1,9 @@
 """The PPO losses and their statistics, as pure functions of plain tensors and floats.
 
 Every tensor is (B, T) over response tokens unless said otherwise; `mask` is 1 on real
-response tokens and 0 on padding, and every mean is over the masked tokens only.
+response tokens and 0 on padding, and every mean is over the masked tokens only. The
+policy and value losses also take (n,) tensors of real tokens alone with `mask=None`
+(the packed update's), and then take plain means.
 """
 
 from __future__ import annotations
@@ -10,8 +12,10 @@ import torch
 import torch.nn.functional as F
 
 
-def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean of `x` over positions where `mask` is 1 (a 0-dim tensor)."""
+def masked_mean(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Mean of `x` over positions where `mask` is 1 (a 0-dim tensor); mask=None: all."""
+    if mask is None:
+        return x.mean()
     return (x * mask).sum() / mask.sum().clamp(min=1)
 
 
@@ -42,7 +46,7 @@ def policy_loss(
     logprobs: torch.Tensor,
     old_logprobs: torch.Tensor,
     advantages: torch.Tensor,
-    mask: torch.Tensor,
+    mask: torch.Tensor | None,
     *,
     clip_eps: float,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -75,7 +79,7 @@ def value_loss(
     values: torch.Tensor,
     old_values: torch.Tensor,
     returns: torch.Tensor,
-    mask: torch.Tensor,
+    mask: torch.Tensor | None,
     *,
     value_clip_eps: float | None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -100,7 +104,7 @@ def value_loss(
 
 
 def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
-    """Entropy (nats) of the categorical distribution at each position: (B, T, V) -> (B, T)."""
+    """Entropy (nats) of the categorical distribution at each position: (..., V) -> (...)."""
     log_p = F.log_softmax(logits, dim=-1)
     return -(log_p.exp() * log_p).sum(-1)
 
@@ -129,8 +133,8 @@ def explained_variance(values: torch.Tensor, returns: torch.Tensor, mask: torch.
 
 
 def logprobs_from_logits(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-    """Log-probability of each chosen token: logits (B, T, V), tokens (B, T) -> (B, T)."""
-    return torch.gather(F.log_softmax(logits, dim=-1), 2, tokens.unsqueeze(-1)).squeeze(-1)
+    """Log-probability of each chosen token: logits (..., V), tokens (...) -> (...)."""
+    return torch.gather(F.log_softmax(logits, dim=-1), -1, tokens.unsqueeze(-1)).squeeze(-1)
 
 
 def logprobs_and_entropy(

@@ -83,8 +83,8 @@ class ActorCritic(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """`forward`'s logits and values at the real response tokens only: (n, V) and (n,).
 
-        Row by row, the n slots where `attention_mask[:, -response_length:]` is 1 (use
-        `packing.unpack` to lay them out as (B, T)). The rows' real tokens (prompt and
+        Row by row, the n slots where `attention_mask[:, -response_length:]` is 1 (the
+        losses take such (n,) vectors as they are). The rows' real tokens (prompt and
         response, no padding) are packed into a few sequences of about `pack_width` tokens
         (or the longest row), their position ids restarting at 0 for each row, from which
         transformers builds a block-diagonal causal mask (a row attends to itself only);

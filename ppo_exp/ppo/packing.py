@@ -83,17 +83,6 @@ class Packing:
         return packed.view(self.bins, self.width)
 
 
-def unpack(x: torch.Tensor, where: torch.Tensor, fill: torch.Tensor | float) -> torch.Tensor:
-    """(n,) values of the True slots of the (B, T) mask `where` (row-major) -> (B, T),
-    `fill` elsewhere (a (B, T) tensor, or a number); gradients flow to `x` only."""
-    if torch.is_tensor(fill):
-        full = fill.detach().to(x.dtype).clone()
-    else:
-        full = x.new_full(where.shape, fill)
-    full[where] = x
-    return full
-
-
 @contextlib.contextmanager
 def head_reads(model: nn.Module, keep: torch.Tensor) -> Iterator[None]:
     """While open, `model`'s output head (lm_head) reads only the hidden states at the

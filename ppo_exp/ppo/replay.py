@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from ppo_exp.config import PPOConfig
-from ppo_exp.ppo import control, guards, losses, packing
+from ppo_exp.ppo import control, guards, losses
 from ppo_exp.ppo.hardware import autocast
 from ppo_exp.ppo.models import ActorCritic
 from ppo_exp.ppo.rollout import Minibatch, Rollout, minibatch_of
@@ -152,17 +152,17 @@ class Replay:
             lengths = rollout.mask.sum(1).long().tolist()
         tokens = float(sum(lengths[row] for row in rows.tolist()))
         self.optimizer.zero_grad(set_to_none=True)
-        stats: dict[str, torch.Tensor] = {}
+        total = None  # the statistics stacked, one accumulation per micro-batch
         for j in rows.split(self.cfg.micro_batch_size or len(rows)):
             micro_rows = j.tolist()
             weight = float(sum(lengths[row] for row in micro_rows)) / tokens if tokens else 1.0
             longest = max(lengths[row] for row in micro_rows)
             loss, micro = self.loss(minibatch_of(rollout, advantages, returns, j, longest))
             self.scaler.scale(loss * weight).backward()
-            for name, value in micro.items():  # float64: as the Python floats it once was
-                weighted = weight * value.double()
-                stats[name] = stats[name] + weighted if name in stats else weighted
-        return stats
+            # float64: as the Python floats they once were
+            weighted = weight * torch.stack(list(micro.values())).double()
+            total = weighted if total is None else total + weighted
+        return dict(zip(micro, total.unbind(), strict=True))
 
     def loss(self, mb: Minibatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """PPO loss of some rollout rows (means over their tokens), and its statistics
@@ -172,23 +172,26 @@ class Replay:
             logits, values = self.forward(
                 mb.input_ids, mb.attention_mask, mb.position_ids, mb.response.shape[1]
             )
-        # packed: (n, V) logits and (n,) values at the real response tokens only
-        real = None if logits.dim() == 3 else mb.mask.bool()
-        logprobs, token_entropy = losses.logprobs_and_entropy(
-            logits, mb.response if real is None else mb.response[real],
-            temperature=cfg.temperature, entropy_grad=cfg.ent_coef != 0,
+        response, mask = mb.response, mb.mask
+        old_logprobs, old_values, advantages, returns = (
+            mb.logprobs, mb.values, mb.advantages, mb.returns
         )
-        if real is not None:  # to (B, T); at padding a ratio of exactly 1, masked anyway
-            logprobs = packing.unpack(logprobs, real, fill=mb.logprobs)
-            token_entropy = packing.unpack(token_entropy, real, fill=0.0)
-            values = packing.unpack(values, real, fill=0.0)
+        if logits.dim() == 2:  # packed: (n, V) logits and (n,) values at the real tokens
+            real = mask.bool()
+            response, old_logprobs, old_values, advantages, returns = (
+                t[real] for t in (response, old_logprobs, old_values, advantages, returns)
+            )
+            mask = None  # every one of the n positions is real
+        logprobs, token_entropy = losses.logprobs_and_entropy(
+            logits, response, temperature=cfg.temperature, entropy_grad=cfg.ent_coef != 0
+        )
         pg_loss, pg = losses.policy_loss(
-            logprobs, mb.logprobs, mb.advantages, mb.mask, clip_eps=cfg.clip_eps
+            logprobs, old_logprobs, advantages, mask, clip_eps=cfg.clip_eps
         )
         vf_loss, vf = losses.value_loss(
-            values, mb.values, mb.returns, mb.mask, value_clip_eps=cfg.value_clip_eps
+            values, old_values, returns, mask, value_clip_eps=cfg.value_clip_eps
         )
-        entropy = losses.masked_mean(token_entropy, mb.mask)
+        entropy = losses.masked_mean(token_entropy, mask)
         loss = pg_loss + cfg.vf_coef * vf_loss
         if cfg.ent_coef != 0:  # else the entropy is a statistic only, off the graph
             loss = loss - cfg.ent_coef * entropy

@@ -78,22 +78,26 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
              "advantages": torch.randn(B, T, device=device),
              "returns": torch.randn(B, T, device=device), "T": T}
 
-        def forward(i, b=b):
-            kw = dict(input_ids=b["ids"][i], attention_mask=b["mask"][i])
+        def rows(i, b=b):  # the minibatch's rows, and no gradients left from the last one
+            optimizer.zero_grad(set_to_none=True)
+            return {k: v[i] for k, v in b.items() if k != "T"}
+
+        def forward(mb, b=b):
+            kw = dict(input_ids=mb["ids"], attention_mask=mb["mask"])
             logits = policy(**kw, logits_to_keep=b["T"] + 1).logits
             return logits, critic(**kw).last_hidden_state
 
         stats: list = []
 
-        def loss_of(i, logits, hidden, b=b, stats=stats):
+        def loss_of(mb, logits, hidden, b=b, stats=stats):
             # ppo_exp's default loss in plain torch: clipped surrogate (clip_eps 0.2),
             # clipped value loss (0.2, vf_coef 0.1), and the statistics it logs (entropy,
             # approx-KL, clip fractions), kept on the device
             log_p = F.log_softmax(logits[:, :-1] / 0.7, -1)
-            logp = log_p.gather(2, b["response"][i].unsqueeze(-1)).squeeze(-1)
-            log_ratio = logp - b["old_logp"][i]
+            logp = log_p.gather(2, mb["response"].unsqueeze(-1)).squeeze(-1)
+            log_ratio = logp - mb["old_logp"]
             ratio = log_ratio.exp()
-            adv, old_v, ret = b["advantages"][i], b["old_values"][i], b["returns"][i]
+            adv, old_v, ret = mb["advantages"], mb["old_values"], mb["returns"]
             unclipped, clipped = -adv * ratio, -adv * ratio.clamp(0.8, 1.2)
             pg = torch.maximum(unclipped, clipped).mean()
             values = value_head(hidden[:, -b["T"] - 1 : -1]).squeeze(-1)
@@ -115,9 +119,11 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
             order = torch.randperm(B)
             for start in range(0, B, minibatch):
                 i = order[start : start + minibatch]
-                logits, hidden = clock.wrap("update_forward", forward)(i)
-                loss = clock.wrap("update_loss", loss_of)(i, logits, hidden)
-                optimizer.zero_grad(set_to_none=True)
+                # phases split as the trainer's: gathering the rows and zeroing the
+                # gradients count with the loss, the forward is the models' alone
+                mb = clock.wrap("update_loss", rows)(i)
+                logits, hidden = clock.wrap("update_forward", forward)(mb)
+                loss = clock.wrap("update_loss", loss_of)(mb, logits, hidden)
                 clock.wrap("update_backward", loss.backward)()
                 clock.wrap("update_clip", clip)()
                 clock.wrap("update_step", optimizer.step)()

@@ -135,7 +135,6 @@ def test_scaling_mode_gives_one_row_per_point(tmp_path):
     assert scaling_table(rows).count("\n") == 2
 
 
-
 def test_the_worst_phase_is_taken_over_every_phase_the_floor_times():
     from ppo_exp.bench.scaling import worst_phase
 
@@ -147,6 +146,7 @@ def test_the_worst_phase_is_taken_over_every_phase_the_floor_times():
     # update_loss at 3x counts; clipping and logging (no floor counterpart) and the
     # floor's loop overhead ("other") do not
     assert worst_phase({"phases": ours}, {"phases": floor}) == ("update_loss", pytest.approx(3.0))
+
 
 def test_the_scaling_table_is_written_between_its_markers(tmp_path, capsys):
     from ppo_exp.bench.scaling import BEGIN, END, check_markdown, write_markdown

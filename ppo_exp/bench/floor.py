@@ -2,9 +2,9 @@
 
 Per iteration, on the same checkpoints and shapes as the trainer: one `generate` with
 the KV cache; one forward of each model (policy, reference, critic, reward) on prompt +
-response; then `ppo_epochs * num_minibatches` times a policy and critic forward, the trainer's
-default loss (clipped surrogate, clipped value loss) with the statistics it logs
-(entropy, approx-KL, clip fractions; read once per iteration), a backward pass,
+response; then `ppo_epochs * num_minibatches` times a policy and critic forward, the
+trainer's default loss (clipped surrogate, clipped value loss) with the statistics it
+logs (entropy, approx-KL, clip fractions; read once per iteration), a backward pass,
 gradient-norm clipping per group (policy; critic and value head) and an AdamW step.
 No masking (every row runs at full length), no packing, no logging: every figure of
 the trainer is also a ratio to this.

@@ -308,7 +308,6 @@ def test_packing_places_each_rows_real_tokens_together_and_restarts_positions():
     assert layout.pack(positions).tolist() == [[0, 1, 2, 0, 1], [0, 1, 2, 0, 0]]
 
 
-
 @pytest.mark.slow
 def test_same_seed_same_metrics_with_micro_batches_and_rollout_chunks(checkpoints):
     def run(**chunks):

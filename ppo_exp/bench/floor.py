@@ -78,7 +78,10 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
              "advantages": torch.randn(B, T, device=device),
              "returns": torch.randn(B, T, device=device), "T": T}
 
-        def rows(i, b=b):  # the minibatch's rows, and no gradients left from the last one
+        live: dict = {}  # the last minibatch's rows, outputs and loss
+
+        def rows(i, b=b, live=live):  # the minibatch's rows, and nothing left from the last
+            live.clear()
             optimizer.zero_grad(set_to_none=True)
             return {k: v[i] for k, v in b.items() if k != "T"}
 
@@ -119,12 +122,15 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
             order = torch.randperm(B)
             for start in range(0, B, minibatch):
                 i = order[start : start + minibatch]
-                # phases split as the trainer's: gathering the rows and zeroing the
-                # gradients count with the loss, the forward is the models' alone
-                mb = clock.wrap("update_loss", rows)(i)
-                logits, hidden = clock.wrap("update_forward", forward)(mb)
-                loss = clock.wrap("update_loss", loss_of)(mb, logits, hidden)
-                clock.wrap("update_backward", loss.backward)()
+                # phases split as the trainer's: gathering the rows, zeroing the
+                # gradients and freeing the last minibatch's outputs and graph count with
+                # the loss (the trainer frees them as its loss function returns); the
+                # forward is the models' alone
+                live["mb"] = mb = clock.wrap("update_loss", rows)(i)
+                live["out"] = logits, hidden = clock.wrap("update_forward", forward)(mb)
+                live["loss"] = loss = clock.wrap("update_loss", loss_of)(mb, logits, hidden)
+                del mb, logits, hidden, loss  # held by `live` until the next rows()
+                clock.wrap("update_backward", live["loss"].backward)()
                 clock.wrap("update_clip", clip)()
                 clock.wrap("update_step", optimizer.step)()
         torch.stack(stats).mean(0).tolist()  # read once per iteration, as ppo_exp does

@@ -124,7 +124,7 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
                 i = order[start : start + minibatch]
                 # phases split as the trainer's: gathering the rows, zeroing the
                 # gradients and freeing the last minibatch's outputs and graph count with
-                # the loss (the trainer frees them as its loss function returns); the
+                # the loss (the trainer frees them as `Replay.gradients` returns); the
                 # forward is the models' alone
                 live["mb"] = mb = clock.wrap("update_loss", rows)(i)
                 live["out"] = logits, hidden = clock.wrap("update_forward", forward)(mb)

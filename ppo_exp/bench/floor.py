@@ -78,7 +78,7 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
              "advantages": torch.randn(B, T, device=device),
              "returns": torch.randn(B, T, device=device), "T": T}
 
-        live: dict = {}  # the last minibatch's rows, outputs and loss
+        live: dict = {}  # this minibatch's rows, outputs and loss, until the next rows()
 
         def rows(i, b=b, live=live):  # the minibatch's rows, and nothing left from the last
             live.clear()
@@ -126,10 +126,9 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
                 # gradients and freeing the last minibatch's outputs and graph count with
                 # the loss (the trainer frees them as `Replay.gradients` returns); the
                 # forward is the models' alone
-                live["mb"] = mb = clock.wrap("update_loss", rows)(i)
-                live["out"] = logits, hidden = clock.wrap("update_forward", forward)(mb)
-                live["loss"] = loss = clock.wrap("update_loss", loss_of)(mb, logits, hidden)
-                del mb, logits, hidden, loss  # held by `live` until the next rows()
+                live["mb"] = clock.wrap("update_loss", rows)(i)
+                live["out"] = clock.wrap("update_forward", forward)(live["mb"])
+                live["loss"] = clock.wrap("update_loss", loss_of)(live["mb"], *live["out"])
                 clock.wrap("update_backward", live["loss"].backward)()
                 clock.wrap("update_clip", clip)()
                 clock.wrap("update_step", optimizer.step)()

@@ -35,6 +35,11 @@ def check(cfg: PPOConfig) -> None:
         checkpoint_config("model.value_model", mc.value_model)
         if mc.path:
             _check_same_tokens(mc.path, mc.value_model)
+    for key, reward in (("reward", cfg.reward), ("reward.gold", cfg.reward.gold)):
+        if reward is not None and reward.input == "tokens":
+            from ppo_exp.ppo.loading import policy_path
+
+            _check_reward_reads_tokens(key, reward.path, policy_path(cfg))
     if policy is not None and cfg.data.max_prompt_tokens is not None:
         _check_positions(cfg, policy, cfg.data.max_prompt_tokens, "data.max_prompt_tokens")
     if mc.lora is not None and mc.lora.target_modules != ["all-linear"]:
@@ -102,6 +107,23 @@ def _check_same_tokens(policy_path: str, critic_path: str) -> None:
             "model.value_model", critic_path,
             "a checkpoint with the policy's tokenizer (the critic reads the policy's tokens)",
         )
+
+
+def _check_reward_reads_tokens(key: str, reward_path: str, policy_path: str) -> None:
+    """`reward.input=tokens`: the classifier reads the policy's ids, so its tokenizer must
+    be the policy's (the same vocabulary, hence the same ids for the same tokens)."""
+    from transformers import AutoTokenizer
+
+    accepted = ("text, or tokens with a classifier saved with the policy's tokenizer "
+                f"(the policy's: {policy_path})")
+    try:
+        reward = AutoTokenizer.from_pretrained(str(Path(reward_path).expanduser()))
+    except (OSError, ValueError):
+        raise ConfigError(f"{key}.input", "tokens", accepted + f"; {key}.path={reward_path} "
+                          "has no tokenizer") from None
+    if reward.get_vocab() != AutoTokenizer.from_pretrained(policy_path).get_vocab():
+        raise ConfigError(f"{key}.input", "tokens", accepted + f"; {key}.path={reward_path} "
+                          "has another vocabulary")
 
 
 def _check_lora_targets(config, targets: list[str]) -> None:

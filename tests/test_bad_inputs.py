@@ -158,6 +158,12 @@ ROWS: list[tuple[list[str], list[str]]] = [
     (["reward=classifier", "reward.path=/no/such/clf"], ["reward.path='/no/such/clf'"]),
     (["reward=classifier", "reward.path=clf", "reward.label=5"], ["reward.label=5", "[0, 1]"]),
     (["reward=classifier", "reward.path=clf", "reward.label=-1"], ["reward.label=-1"]),
+    (["reward.input=tokens"], ["reward.input='tokens'", "when reward.kind=classifier"]),
+    (["reward=classifier", "reward.path=clf", "reward.input=ids"], ["reward.input='ids'"]),
+    (
+        ["reward=classifier", "reward.path=clf", "reward.input=tokens"],
+        ["reward.input='tokens'", "policy's tokenizer", "has no tokenizer"],
+    ),
     # -- the tracking store
     (["mlflow.tracking_uri=http://127.0.0.1:9"], ["127.0.0.1:9", "did not accept"]),
     (["mlflow.tracking_uri=https://u:hunter2@127.0.0.1:9"], ["u:***@127.0.0.1:9"]),

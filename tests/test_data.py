@@ -175,6 +175,23 @@ def test_critic_checkpoint_must_share_the_policys_tokens(tmp_path, qwen):
         model_checks.check(config(path=str(qwen), value_model=str(classifier)))
 
 
+def test_a_reward_reading_tokens_must_have_the_policys_tokenizer(tmp_path, qwen):
+    from transformers import AutoTokenizer
+
+    from ppo_exp.config import RewardConfig
+
+    classifier = build_classifier(tmp_path / "classifier")  # another tokenizer
+    cfg = config(path=str(qwen))
+    cfg.reward = RewardConfig(kind="classifier", path=str(classifier), input="tokens")
+    with pytest.raises(ConfigError, match="reward.input='tokens'.*another vocabulary"):
+        model_checks.check(cfg)
+    cfg.reward.input = "text"  # re-tokenised text: any tokenizer
+    model_checks.check(cfg)
+    AutoTokenizer.from_pretrained(qwen).save_pretrained(classifier)  # now the policy's
+    cfg.reward.input = "tokens"
+    model_checks.check(cfg)
+
+
 def test_unknown_model_and_data_keys_fail_in_one_line(tmp_path):
     result = run_cli("train=smoke", "+model.value_path=x", cwd=tmp_path)
     assert result.returncode == 2

@@ -267,6 +267,39 @@ def test_classifier_scores_are_the_label_logit(tmp_path, monkeypatch, special_to
     assert score([]).shape == (0,)
 
 
+@pytest.mark.parametrize("special_tokens", ["pad", "eos", "none"])
+def test_classifier_reading_tokens_scores_each_row_as_if_alone(
+    tmp_path, monkeypatch, special_tokens
+):
+    # reward.input=tokens: (ids, mask) with padding on either side and junk ids under the
+    # mask give each row's own logit, as `_reference_logits` computes it one text at a time.
+    from transformers import AutoTokenizer
+
+    directory = tmp_path / "tiny-classifier"
+    _save_tiny_classifier(directory, special_tokens)
+    monkeypatch.setattr(rewards, "CLASSIFIER_BATCH_SIZE", 2)
+    texts = [
+        "great movie",
+        "the movie was awful and i hated it",
+        "boring",
+        "a fine film with a good story unknownword",
+        " ".join(["good"] * (MAX_POSITIONS + 10)),  # longer than the model: truncated
+    ]
+    rows = [AutoTokenizer.from_pretrained(directory)(t).input_ids for t in texts]
+    width = max(map(len, rows)) + 3
+    ids = torch.full((len(rows), width), 1)  # a real token id: the mask alone says padding
+    mask = torch.zeros(len(rows), width, dtype=torch.long)
+    for i, row in enumerate(rows):
+        start = width - len(row) if i % 2 == 0 else 1  # left-padded, or padded both sides
+        ids[i, start:start + len(row)], mask[i, start:start + len(row)] = torch.tensor(row), 1
+    config = RewardConfig(kind="classifier", path=str(directory), label=1, input="tokens")
+    score = build_reward(config)
+    scores = score(ids, mask)
+    assert scores.shape == (len(texts),) and scores.dtype == torch.float32
+    torch.testing.assert_close(scores, _reference_logits(directory, texts, label=1))
+    assert score(ids[:0], mask[:0]).shape == (0,)
+
+
 @pytest.mark.parametrize("label", [2, -1])
 def test_classifier_label_out_of_range(tmp_path, label):
     directory = tmp_path / "tiny-classifier"
@@ -279,6 +312,12 @@ def test_classifier_label_out_of_range(tmp_path, label):
 def test_classifier_needs_path():
     with pytest.raises(ValueError, match=r"reward\.path"):
         build_reward(RewardConfig(kind="classifier"))
+
+
+@pytest.mark.parametrize("kind,value", [("vader", "tokens"), ("classifier", "ids")])
+def test_only_a_classifier_reads_tokens(kind, value):
+    with pytest.raises(ConfigError, match=rf"reward\.input='{value}'.*'text', or 'tokens'"):
+        RewardConfig(kind=kind, path="clf", input=value)
 
 
 def test_unknown_kind():

@@ -8,7 +8,7 @@ import pytest
 import torch
 from conftest import Recorder
 
-from ppo_exp.config import PPOConfig
+from ppo_exp.config import PPOConfig, RewardConfig
 from ppo_exp.metrics import METRICS
 from ppo_exp.ppo.replay import lr_factor
 from ppo_exp.ppo.trainer import PPOTrainer, train
@@ -43,6 +43,34 @@ def test_same_seed_and_thread_count_give_identical_metrics(base_model_path, two_
     train(PPOConfig(**SMOKE, seed=4), [other])
     assert without_timings(first.metrics) == without_timings(second.metrics)
     assert without_timings(first.metrics) != without_timings(other.metrics)
+
+
+@pytest.mark.slow
+def test_a_classifier_reading_tokens_scores_the_policys_own_ids(base_model_path, tmp_path):
+    # reward.input=tokens: each response is scored on the ids the policy saw and sampled
+    # (prompt + response, stop token included), never decoded and re-tokenised.
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    torch.manual_seed(1)
+    reward = AutoModelForSequenceClassification.from_pretrained(base_model_path, num_labels=1)
+    reward.config.pad_token_id = AutoTokenizer.from_pretrained(base_model_path).pad_token_id
+    reward.save_pretrained(tmp_path / "reward")
+    AutoTokenizer.from_pretrained(base_model_path).save_pretrained(tmp_path / "reward")
+    cfg = PPOConfig(**SMOKE, reward=RewardConfig(
+        name=None, kind="classifier", path=str(tmp_path / "reward"), label=0, text="full",
+        input="tokens",
+    ))
+    trainer = PPOTrainer(cfg)
+    rollout = trainer.rollout(trainer.train_prompts[:8])
+    reward.eval()
+    with torch.no_grad():
+        alone = torch.stack([
+            reward(input_ids=ids[mask.bool()][None]).logits[0, 0]
+            for ids, mask in zip(rollout.input_ids, rollout.attention_mask, strict=True)
+        ])
+    torch.testing.assert_close(rollout.raw_scores, alone, atol=1e-5, rtol=1e-5)
+    assert rollout.raw_scores.std() > 0  # not one constant score
+    trainer.train()  # and a run trains on them
 
 
 @pytest.mark.slow

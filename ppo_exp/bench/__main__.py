@@ -9,7 +9,8 @@
 
 Options (phases, floor, trl, scaling): --rounds N (alternated runs per system),
 --iterations N, --threads N, --batch-size N, --max-new-tokens N, --shape NAME,
---reward classifier|vader, --value-model separate|shared, --fused-floor, --json PATH,
+--reward classifier|classifier-text|vader (the classifier reads the policy's token ids, or
+re-tokenised text), --value-model separate|shared, --fused-floor, --json PATH,
 --device cpu|cuda (every system on that device, float32; phases timed with the cuda clock),
 --trl-python PATH, --trl-mlflow (also TRL logging to MLflow, as ppo_exp does: system
 trl_mlflow), --quick (tiny shapes, for the smoke test), --compare NAME=SRC (also
@@ -67,7 +68,10 @@ def parse(argv: list[str]) -> argparse.Namespace:
     add_run_size(parser, iterations=4, batch_size=64, max_new_tokens=24)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--shape", choices=SHAPES, default="tiny")
-    parser.add_argument("--reward", choices=("classifier", "vader"), default="classifier")
+    parser.add_argument("--reward", choices=("classifier", "classifier-text", "vader"),
+                        default="classifier",
+                        help="classifier: reads the policy's token ids, as TRL's does; "
+                             "classifier-text: decoded and re-tokenised (reward.input=text)")
     parser.add_argument("--value-model", choices=("separate", "shared"), default="separate")
     parser.add_argument("--fused-floor", action="store_true", help="AdamW(fused=True) in the floor")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",

@@ -45,9 +45,10 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
 
     startup = after_imports(started, spec["threads"])
 
-    reward = (
-        RewardConfig(name=None, kind="classifier", path=spec["reward"], label=0, text="full")
-        if spec["reward_kind"] == "classifier"
+    reward = (  # "classifier" reads the policy's ids, as TRL's and the floor's does
+        RewardConfig(name=None, kind="classifier", path=spec["reward"], label=0, text="full",
+                     input="text" if spec["reward_kind"] == "classifier-text" else "tokens")
+        if spec["reward_kind"].startswith("classifier")
         else RewardConfig()
     )
     settings = dict(

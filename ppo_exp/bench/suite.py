@@ -40,7 +40,9 @@ class Spec:
     device: str = "cpu"  # "cpu" or "cuda": where every system runs (float32 everywhere)
     seed: int = 0
     value_model: str = "separate"
-    reward_kind: str = "classifier"  # "classifier" (same work as TRL) or "vader" (default task)
+    # "classifier": reads the policy's token ids (reward.input=tokens: the same work as TRL);
+    # "classifier-text": decoded and re-tokenised texts (reward.input=text); "vader"
+    reward_kind: str = "classifier"
     eval_prompts: int = 128  # ppo_exp's held-out eval at step 0 (part of its peak RSS)
     fused: bool = False  # the floor's AdamW(fused=True)
     mlflow: bool = True  # ppo_exp logs to a scratch MLflow store, as a real run does

@@ -67,6 +67,10 @@ class RewardConfig:
     path: str | None = None  # kind=classifier: HF sequence-classification dir or hub id
     label: int = 1  # kind=classifier: index of the class whose logit is the score
     text: str = "response"  # what is scored: "response", or "full" (prompt + response)
+    # How a classifier reads it: "text" (decoded, then re-tokenised by its own tokenizer:
+    # any classifier), or "tokens" (the policy's token ids as sampled, never decoded: the
+    # classifier must have the policy's tokenizer; what TRL does, and cheaper).
+    input: str = "text"
     # A second scorer, never trained on: measured on the held-out prompts at every eval
     # as `eval/gold_mean` (e.g. VADER while PPO trains on a learned proxy); null = none.
     # Any scorer the reward group accepts: `+reward@reward.gold=vader`.
@@ -128,6 +132,11 @@ def validate_reward(cfg: RewardConfig, prefix: str = "reward") -> None:
         f"{prefix}.path", cfg.path, "a model dir or hub id when reward.kind=classifier",
     )
     check(cfg.text in ("response", "full"), f"{prefix}.text", cfg.text, "'response' or 'full'")
+    check(
+        cfg.input == "text" or cfg.input == "tokens" and cfg.kind == "classifier",
+        f"{prefix}.input", cfg.input,
+        f"'text', or 'tokens' when {prefix}.kind=classifier (vader and functions read text)",
+    )
 
 
 def validate_model(model: ModelConfig) -> None:

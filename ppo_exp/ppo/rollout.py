@@ -14,12 +14,12 @@ import pandas as pd
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from ppo_exp.config import PPOConfig
+from ppo_exp.config import PPOConfig, RewardConfig
 from ppo_exp.data import Prompt
 from ppo_exp.ppo import losses
 from ppo_exp.ppo.hardware import autocast
 from ppo_exp.ppo.models import ActorCritic, Reference, position_ids_for
-from ppo_exp.task.rewards import Scorer, full_texts
+from ppo_exp.task.rewards import Scorer, TokenScorer, full_texts
 
 
 class Rollout(NamedTuple):
@@ -54,7 +54,7 @@ class Sampler:
     ref: Reference  # the frozen reference, for the KL penalty
     tokenizer: PreTrainedTokenizerBase
     stop_ids: torch.Tensor  # (S,) any of these ends a response
-    scorer: Scorer  # the reward
+    scorer: Scorer | TokenScorer  # the reward: texts, or token ids (reward.input=tokens)
     reward_chat: PreTrainedTokenizerBase | None  # its template formats reward.text=full
     templated: bool  # prompts already hold their chat template's special tokens
     device: torch.device
@@ -89,8 +89,11 @@ class Sampler:
         )
 
         texts = tok.batch_decode(response, skip_special_tokens=True)
-        scored = scored_texts(prompts, texts, text=cfg.reward.text, chat=self.reward_chat)
-        raw_scores = self.scorer(scored).to(self.device, torch.float32)
+        scored = reward_inputs(
+            prompts, texts, input_ids, attention_mask, response.shape[1],
+            reward=cfg.reward, chat=self.reward_chat,
+        )
+        raw_scores = self.scorer(*scored).to(self.device, torch.float32)
         scores = raw_scores
         if cfg.missing_eos_penalty is not None:
             scores = raw_scores - cfg.missing_eos_penalty * (~has_eos).float()
@@ -206,6 +209,25 @@ def minibatch_of(
         *(t[i, :length] for t in (rollout.response, rollout.mask, rollout.logprobs,
                                   rollout.values, advantages, returns)),
     )
+
+
+def reward_inputs(
+    prompts: list[Prompt],
+    texts: list[str],
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    response_columns: int,
+    *,
+    reward: RewardConfig,
+    chat,
+) -> tuple:
+    """A scorer's arguments: the texts it reads (`scored_texts`), or with
+    `reward.input=tokens` the policy's (B, L) ids and attention mask: prompt + response
+    (`reward.text=full`), or the last `response_columns` columns, the response alone."""
+    if reward.input == "tokens":
+        columns = slice(None) if reward.text == "full" else slice(-response_columns, None)
+        return input_ids[:, columns], attention_mask[:, columns]
+    return (scored_texts(prompts, texts, text=reward.text, chat=chat),)
 
 
 def scored_texts(prompts: list[Prompt], responses: list[str], *, text: str, chat) -> list[str]:

@@ -34,12 +34,12 @@ from ppo_exp.ppo.replay import Replay
 from ppo_exp.ppo.rollout import (
     Rollout,
     Sampler,
+    reward_inputs,
     rollout_statistics,
     samples_table,
-    scored_texts,
 )
 from ppo_exp.task.base_model import load_tokenizer
-from ppo_exp.task.rewards import Scorer, build_reward, chat_tokenizer
+from ppo_exp.task.rewards import Scorer, TokenScorer, build_reward, chat_tokenizer
 
 log = logging.getLogger("ppo_exp")
 
@@ -90,7 +90,7 @@ class PPOTrainer:
             templated=self.prompts.templated, device=self.device, dtype=self.dtype,
         )
         # Measured at evals only, never trained on (the gold scorer of a learned proxy).
-        self.gold: Scorer | None = None
+        self.gold: Scorer | TokenScorer | None = None
         if cfg.reward.gold is not None:
             self.gold = build_reward(cfg.reward.gold, device=self.device, dtype=self.dtype)
             self.gold_chat = chat_tokenizer(cfg.reward.gold)
@@ -198,9 +198,11 @@ class PPOTrainer:
         }
         metrics["eval/score"] = metrics["eval/reward_mean"] - self.cfg.kl_coef * metrics["eval/kl"]
         if self.gold is not None:  # the same held-out responses, scored by the gold scorer
-            text = self.cfg.reward.gold.text
-            texts = scored_texts(self.eval_prompts, rollout.texts, text=text, chat=self.gold_chat)
-            gold = self.gold(texts).to(torch.float32)
+            scored = reward_inputs(
+                self.eval_prompts, rollout.texts, rollout.input_ids, rollout.attention_mask,
+                rollout.response.shape[1], reward=self.cfg.reward.gold, chat=self.gold_chat,
+            )
+            gold = self.gold(*scored).to(torch.float32)
             metrics["eval/gold_mean"] = float(gold.mean())
             metrics["eval/gold_std"] = float(gold.std())
         return metrics

@@ -1,4 +1,5 @@
-"""Pluggable reward scorers: a list of texts in, one float32 score per text out.
+"""Pluggable reward scorers: a list of texts in, one float32 score per text out (or,
+for a classifier with ``reward.input=tokens``, the policy's token ids in).
 
 `build_reward(cfg.reward)` turns a `RewardConfig` into a `Scorer`, selected by `reward.kind`:
 
@@ -13,7 +14,9 @@
   the policy's own samples (the ``learned`` preset: ``reward=learned reward.path=DIR``).
 
 Which strings are scored (``reward.text``: the response alone, or prompt + response) is
-decided by the caller, the trainer; a scorer just scores whatever texts it is given.
+decided by the caller, the trainer; a scorer just scores whatever texts it is given. With
+``reward.input=tokens`` a classifier reads the policy's token ids instead of decoded text
+(`TokenScorer`): no decoding and re-tokenising, and exactly the tokens the policy sampled.
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ from ppo_exp.checks import import_function
 from ppo_exp.config import ConfigError, RewardConfig
 
 Scorer = Callable[[list[str]], torch.Tensor]
+# (B, L) token ids and (B, L) attention mask (any padding, left or right) -> (B,) scores
+TokenScorer = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 # Texts per classifier forward pass: bounds peak memory for large rollout batches.
 CLASSIFIER_BATCH_SIZE = 64
@@ -33,7 +38,7 @@ CLASSIFIER_BATCH_SIZE = 64
 
 def build_reward(
     cfg: RewardConfig, *, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
-) -> Scorer:
+) -> Scorer | TokenScorer:
     """Build the scorer selected by `cfg.kind`; any model or function is loaded once, here.
 
     Args:
@@ -42,7 +47,8 @@ def build_reward(
         dtype: a classifier's weights' dtype (`model.dtype`, resolved).
 
     Returns:
-        A callable mapping a list of N texts to a float32 CPU tensor of shape (N,).
+        A callable mapping a list of N texts to a float32 CPU tensor of shape (N,); with
+        `cfg.input == "tokens"`, (N, L) token ids and attention mask to the same.
 
     Raises:
         ConfigError: the function or classifier named cannot be used.
@@ -53,7 +59,9 @@ def build_reward(
     if cfg.kind == "function":
         return _function_scorer(cfg.function)
     # `cfg` is validated: kind is classifier
-    return _classifier_scorer(cfg.path, cfg.label, device=device, dtype=dtype)
+    return _classifier_scorer(
+        cfg.path, cfg.label, device=device, dtype=dtype, tokens=cfg.input == "tokens"
+    )
 
 
 # --- vader -------------------------------------------------------------------------------
@@ -138,14 +146,15 @@ def _check_scores(scores: object, texts: list[str], spec: str | None) -> torch.T
 
 
 def _classifier_scorer(
-    path: str, label: int, *, device: str | torch.device, dtype: torch.dtype
-) -> Scorer:
+    path: str, label: int, *, device: str | torch.device, dtype: torch.dtype, tokens: bool
+) -> Scorer | TokenScorer:
     """Score texts by the logit of class `label` of the sequence classifier at `path`.
 
     Args:
         path: a local model dir or a Hugging Face hub id.
         label: index of the class whose logit is the score.
         device, dtype: where the classifier runs, and its weights' dtype.
+        tokens: score the policy's token ids (`token_scorer`) rather than texts.
 
     Returns:
         The scorer; it runs the model in eval mode, without autograd, in batches.
@@ -166,6 +175,8 @@ def _classifier_scorer(
             f"has {num_labels} labels",
         )
     ensure_pad_token(tokenizer, model)
+    if tokens:
+        return token_scorer(model, label=label, max_length=max_length_of(tokenizer, model))
     return model_scorer(model, tokenizer, label=label)
 
 
@@ -197,6 +208,44 @@ def model_scorer(model, tokenizer, *, label: int, max_length: int | None = None)
             chunks.append(model(**batch).logits[:, label].float().cpu())
         if not chunks:
             return torch.zeros(0, dtype=torch.float32)
+        return gain * torch.cat(chunks) + bias
+
+    return score
+
+
+def token_scorer(model, *, label: int, max_length: int | None) -> TokenScorer:
+    """Score token ids by the logit of class `label` of a loaded sequence classifier.
+
+    Each row's real tokens (attention mask 1) are moved to its start and the rest filled
+    with the classifier's pad id: every row then has the positions it would have alone
+    (as `model_scorer`'s right-padded texts do) and decoder classifiers pool its last real
+    token. Rows are cut to `max_length` tokens, as texts are truncated.
+
+    Args:
+        model: the classifier, whose `config.pad_token_id` is set (`ensure_pad_token`);
+            its stored `reward_normalisation`, if any, is applied.
+        label: index of the class whose logit is the score.
+        max_length: tokens per row; None = no limit.
+    """
+    model.eval()
+    gain, bias = stored_normalisation(model.config)
+    pad = model.config.pad_token_id
+
+    @torch.inference_mode()
+    def score(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        if len(input_ids) == 0:
+            return torch.zeros(0, dtype=torch.float32)
+        real = attention_mask.bool()
+        first_real = torch.argsort((~real).to(torch.uint8), dim=1, stable=True)
+        ids, mask = input_ids.gather(1, first_real), real.gather(1, first_real)
+        width = min(int(mask.sum(1).max()), max_length or ids.shape[1])
+        ids, mask = ids[:, :width].masked_fill(~mask[:, :width], pad), mask[:, :width]
+        device, size = model.device, CLASSIFIER_BATCH_SIZE
+        chunks = [
+            model(input_ids=i.to(device), attention_mask=m.to(device, torch.long))
+            .logits[:, label].float().cpu()
+            for i, m in zip(ids.split(size), mask.split(size), strict=True)
+        ]
         return gain * torch.cat(chunks) + bias
 
     return score

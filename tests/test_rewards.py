@@ -300,6 +300,27 @@ def test_classifier_reading_tokens_scores_each_row_as_if_alone(
     assert score(ids[:0], mask[:0]).shape == (0,)
 
 
+def test_what_a_scorer_reading_tokens_is_handed():
+    # prompt + response columns for text=full, the response's columns alone otherwise;
+    # texts (through `scored_texts`) for input=text
+    from ppo_exp.data import Prompt
+    from ppo_exp.ppo.rollout import reward_inputs
+
+    ids = torch.arange(10).reshape(2, 5)
+    mask = torch.tensor([[0, 1, 1, 1, 0], [1, 1, 1, 1, 1]])
+    prompts = [Prompt(text="p1 ", chat=()), Prompt(text="p2 ", chat=())]
+    kwargs = dict(prompts=prompts, texts=["a", "b"], input_ids=ids, attention_mask=mask,
+                  response_columns=3, chat=None)
+    full = RewardConfig(kind="classifier", path="clf", text="full", input="tokens")
+    got_ids, got_mask = reward_inputs(**kwargs, reward=full)
+    assert torch.equal(got_ids, ids) and torch.equal(got_mask, mask)
+    response = RewardConfig(kind="classifier", path="clf", input="tokens")
+    got_ids, got_mask = reward_inputs(**kwargs, reward=response)
+    assert torch.equal(got_ids, ids[:, 2:]) and torch.equal(got_mask, mask[:, 2:])
+    text = RewardConfig(kind="classifier", path="clf", text="full")
+    assert reward_inputs(**kwargs, reward=text) == (["p1 a", "p2 b"],)
+
+
 @pytest.mark.parametrize("label", [2, -1])
 def test_classifier_label_out_of_range(tmp_path, label):
     directory = tmp_path / "tiny-classifier"

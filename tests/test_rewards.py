@@ -233,6 +233,16 @@ def _save_tiny_classifier(directory, special_tokens: str) -> None:
     tokenizer.save_pretrained(directory)
 
 
+# Texts of every padding length in one batch, and one longer than the model (truncated).
+SCORED = [
+    "great movie",
+    "the movie was awful and i hated it",
+    "boring",
+    "a fine film with a good story unknownword",
+    " ".join(["good"] * (MAX_POSITIONS + 10)),
+]
+
+
 def _reference_logits(directory, texts: list[str], label: int) -> torch.Tensor:
     """The saved model's own logit for `label`, one unpadded text at a time."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
@@ -253,13 +263,7 @@ def test_classifier_scores_are_the_label_logit(tmp_path, monkeypatch, special_to
     _save_tiny_classifier(directory, special_tokens)
     # Small batches so one call spans several, with different padding in each.
     monkeypatch.setattr(rewards, "CLASSIFIER_BATCH_SIZE", 2)
-    texts = [
-        "great movie",
-        "the movie was awful and i hated it",
-        "boring",
-        "a fine film with a good story unknownword",
-        " ".join(["good"] * (MAX_POSITIONS + 10)),  # longer than the model: truncated
-    ]
+    texts = SCORED
     score = build_reward(RewardConfig(kind="classifier", path=str(directory), label=1))
     scores = score(texts)
     assert scores.shape == (len(texts),) and scores.dtype == torch.float32
@@ -278,13 +282,7 @@ def test_classifier_reading_tokens_scores_each_row_as_if_alone(
     directory = tmp_path / "tiny-classifier"
     _save_tiny_classifier(directory, special_tokens)
     monkeypatch.setattr(rewards, "CLASSIFIER_BATCH_SIZE", 2)
-    texts = [
-        "great movie",
-        "the movie was awful and i hated it",
-        "boring",
-        "a fine film with a good story unknownword",
-        " ".join(["good"] * (MAX_POSITIONS + 10)),  # longer than the model: truncated
-    ]
+    texts = SCORED
     rows = [AutoTokenizer.from_pretrained(directory)(t).input_ids for t in texts]
     width = max(map(len, rows)) + 3
     ids = torch.full((len(rows), width), 1)  # a real token id: the mask alone says padding

@@ -21,7 +21,7 @@ decided by the caller, the trainer; a scorer just scores whatever texts it is gi
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 
 import torch
 
@@ -197,18 +197,15 @@ def model_scorer(model, tokenizer, *, label: int, max_length: int | None = None)
     max_length = max_length or max_length_of(tokenizer, model)
     gain, bias = stored_normalisation(model.config)
 
-    @torch.inference_mode()
     def score(texts: list[str]) -> torch.Tensor:
-        chunks = []
-        for start in range(0, len(texts), CLASSIFIER_BATCH_SIZE):
-            batch = tokenizer(
+        batches = (
+            tokenizer(
                 list(texts[start:start + CLASSIFIER_BATCH_SIZE]),
                 padding=True, truncation=True, max_length=max_length, return_tensors="pt",
-            ).to(model.device)
-            chunks.append(model(**batch).logits[:, label].float().cpu())
-        if not chunks:
-            return torch.zeros(0, dtype=torch.float32)
-        return gain * torch.cat(chunks) + bias
+            )
+            for start in range(0, len(texts), CLASSIFIER_BATCH_SIZE)
+        )
+        return gain * label_logits(model, label, batches) + bias
 
     return score
 
@@ -231,7 +228,6 @@ def token_scorer(model, *, label: int, max_length: int | None) -> TokenScorer:
     gain, bias = stored_normalisation(model.config)
     pad = model.config.pad_token_id
 
-    @torch.inference_mode()
     def score(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         if len(input_ids) == 0:
             return torch.zeros(0, dtype=torch.float32)
@@ -240,15 +236,25 @@ def token_scorer(model, *, label: int, max_length: int | None) -> TokenScorer:
         ids, mask = input_ids.gather(1, first_real), real.gather(1, first_real)
         width = min(int(mask.sum(1).max()), max_length or ids.shape[1])
         ids, mask = ids[:, :width].masked_fill(~mask[:, :width], pad), mask[:, :width]
-        device, size = model.device, CLASSIFIER_BATCH_SIZE
-        chunks = [
-            model(input_ids=i.to(device), attention_mask=m.to(device, torch.long))
-            .logits[:, label].float().cpu()
+        size = CLASSIFIER_BATCH_SIZE
+        batches = (
+            {"input_ids": i, "attention_mask": m.long()}
             for i, m in zip(ids.split(size), mask.split(size), strict=True)
-        ]
-        return gain * torch.cat(chunks) + bias
+        )
+        return gain * label_logits(model, label, batches) + bias
 
     return score
+
+
+@torch.inference_mode()
+def label_logits(model, label: int, batches: Iterable[Mapping]) -> torch.Tensor:
+    """The logit of class `label` for every row of `batches` (the model's inputs, one
+    mapping per forward pass, moved to its device), as one float32 CPU tensor."""
+    chunks = [
+        model(**{k: v.to(model.device) for k, v in batch.items()}).logits[:, label].float().cpu()
+        for batch in batches
+    ]
+    return torch.cat(chunks) if chunks else torch.zeros(0, dtype=torch.float32)
 
 
 def stored_normalisation(config) -> tuple[float, float]:

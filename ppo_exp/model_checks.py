@@ -96,13 +96,7 @@ def _check_positions(cfg: PPOConfig, config, prompt_tokens: int, what: str) -> N
 
 def _check_same_tokens(policy_path: str, critic_path: str) -> None:
     """The critic reads the policy's token ids, so both must share one vocabulary."""
-    from transformers import AutoTokenizer
-
-    try:
-        critic = AutoTokenizer.from_pretrained(critic_path)
-    except (OSError, ValueError):
-        return  # no tokenizer saved with it: nothing to compare against
-    if critic.get_vocab() != AutoTokenizer.from_pretrained(policy_path).get_vocab():
+    if _same_vocabulary(policy_path, critic_path) is False:  # None: no tokenizer saved
         raise ConfigError(
             "model.value_model", critic_path,
             "a checkpoint with the policy's tokenizer (the critic reads the policy's tokens)",
@@ -112,18 +106,26 @@ def _check_same_tokens(policy_path: str, critic_path: str) -> None:
 def _check_reward_reads_tokens(key: str, reward_path: str, policy_path: str) -> None:
     """`reward.input=tokens`: the classifier reads the policy's ids, so its tokenizer must
     be the policy's (the same vocabulary, hence the same ids for the same tokens)."""
+    same = _same_vocabulary(policy_path, reward_path)
+    if not same:
+        why = "has no tokenizer" if same is None else "has another vocabulary"
+        raise ConfigError(
+            f"{key}.input", "tokens",
+            "text, or tokens with a classifier saved with the policy's tokenizer (the "
+            f"policy's: {policy_path}); {key}.path={reward_path} {why}",
+        )
+
+
+def _same_vocabulary(policy_path: str, other_path: str) -> bool | None:
+    """Whether the tokenizer saved at `other_path` has the policy's vocabulary; None when
+    none is saved there."""
     from transformers import AutoTokenizer
 
-    accepted = ("text, or tokens with a classifier saved with the policy's tokenizer "
-                f"(the policy's: {policy_path})")
     try:
-        reward = AutoTokenizer.from_pretrained(str(Path(reward_path).expanduser()))
+        other = AutoTokenizer.from_pretrained(str(Path(other_path).expanduser()))
     except (OSError, ValueError):
-        raise ConfigError(f"{key}.input", "tokens", accepted + f"; {key}.path={reward_path} "
-                          "has no tokenizer") from None
-    if reward.get_vocab() != AutoTokenizer.from_pretrained(policy_path).get_vocab():
-        raise ConfigError(f"{key}.input", "tokens", accepted + f"; {key}.path={reward_path} "
-                          "has another vocabulary")
+        return None
+    return other.get_vocab() == AutoTokenizer.from_pretrained(policy_path).get_vocab()
 
 
 def _check_lora_targets(config, targets: list[str]) -> None:

@@ -86,6 +86,49 @@ def test_nan_gradient_is_skipped_when_asked_and_the_weights_stay_put(base_model_
         stopping.train()
 
 
+def nan_on_call(n: int):
+    """A gradient hook that turns the gradient NaN on its `n`-th call only (from 1)."""
+    calls = []
+
+    def hook(grad):
+        calls.append(1)
+        return grad * math.nan if len(calls) == n else grad
+
+    return hook
+
+
+def steps_taken(replay) -> set[int]:
+    """The optimiser's step count of every parameter (one value when all stepped alike)."""
+    return {int(state["step"]) for state in replay.optimizer.state.values()}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("on_nonfinite", ["skip", "stop"])
+def test_one_bad_minibatch_is_skipped_on_the_device_or_stops_every_later_step(
+    base_model_path, on_nonfinite
+):
+    """The non-finite check is decided on the device (the fused AdamW's found_inf): with
+    skip only the bad minibatch's step is left out; with stop no step runs after it and
+    the update then fails naming it, the weights as the step before left them."""
+    torch.manual_seed(0)
+    trainer = trainer_with(on_nonfinite=on_nonfinite, ppo_epochs=2, num_minibatches=4)
+    rollout = trainer.rollout(trainer.train_prompts[:8])
+    advantages, returns = trainer.advantages(rollout, trainer.token_rewards(rollout))
+    steps = 2 * 4
+    trainer.model.value_head.weight.register_hook(nan_on_call(3))  # the 3rd minibatch
+    if on_nonfinite == "skip":
+        metrics = trainer.replay.update(rollout, advantages, returns, iteration=1)
+        assert metrics["policy/skipped_minibatches"] == 1
+        assert metrics["policy/epochs"] == 2
+        assert steps_taken(trainer.replay) == {steps - 1}
+        assert all(math.isfinite(v) for v in metrics.values())
+        return
+    with pytest.raises(guards.TrainingFault,
+                       match="iteration 1: non-finite gradient norm of the critic"):
+        trainer.replay.update(rollout, advantages, returns, iteration=1)
+    assert steps_taken(trainer.replay) == {2}  # the two minibatches before the bad one
+
+
 @pytest.mark.slow
 def test_divergence_can_fail_a_run(base_model_path):
     trainer = trainer_with(max_approx_kl=1e-12, divergence_patience=1,

@@ -31,6 +31,12 @@ MAPPING = {
     "update/backward": "update_backward",
     "update/clip": "update_clip",
     "update/optimizer_step": "update_step",
+    # the step that skips itself on a non-finite loss or gradient norm: the check is
+    # timed with the step whose `found_inf` it sets (first after clipping, it also pays
+    # for what clipping left cold, as the floor's step does)
+    "update/clipped_step": "update_step",
+    "update/clipped_step/clip": "update_clip",
+    "update/clipped_step/optimizer_step": "update_step",
     "logging": "logging",
 }
 
@@ -109,7 +115,7 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
         model = trainer.model
         wraps = [
             (trainer, "rollout"), (trainer, "token_rewards"), (trainer, "advantages"),
-            (trainer, "update"),
+            (trainer, "update"), (trainer.replay, "clipped_step"),
             (trainer, "evaluate"), (trainer.sampler.scorer, None), (model.policy, "generate"),
             (model, "forward"), (model.policy, "forward"), (model.critic, "forward"),
             (trainer.ref, "logits"), (trainer.ref, "forward"), (trainer.replay.optimizer, "step"),
@@ -118,6 +124,7 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
             "rollout": "rollout", "token_rewards": "kl_rewards", "advantages": "gae",
             "update": "update", "evaluate": "eval",
             "generate": "generate", "step": "optimizer_step", "logits": "reference",
+            "clipped_step": "clipped_step",
         }
         if trainer.cfg.pack_minibatches:  # the update calls model.packed, held by the replay
             wraps.append((trainer.replay, "forward"))

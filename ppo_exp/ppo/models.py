@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import functools
 
 import torch
 from torch import nn
@@ -117,12 +118,18 @@ class ActorCritic(nn.Module):
         everything else, the models' own dropout included, stays in eval mode, so rollout
         and update forward passes give the same log-probs.
         """
-        for name, module in self.named_modules():
-            checkpointed = isinstance(module, GradientCheckpointingLayer) and getattr(
-                module, "gradient_checkpointing", False
-            )
-            if checkpointed or ".lora_dropout." in name:
-                module.training = on
+        for module in self.update_only:
+            module.training = on
+
+    @functools.cached_property
+    def update_only(self) -> list[nn.Module]:
+        """The modules `update_mode` flags, found once: the models are built by then."""
+        return [
+            module for name, module in self.named_modules()
+            if isinstance(module, GradientCheckpointingLayer)
+            and getattr(module, "gradient_checkpointing", False)
+            or ".lora_dropout." in name
+        ]
 
 
 class Reference:

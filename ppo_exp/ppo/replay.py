@@ -19,6 +19,9 @@ from ppo_exp.ppo.hardware import autocast
 from ppo_exp.ppo.models import ActorCritic
 from ppo_exp.ppo.rollout import Minibatch, Rollout, minibatch_of
 
+# What `Replay.clipped_step` checks, in the order of its faults
+QUANTITIES = ("loss/total", "gradient norm of the policy", "gradient norm of the critic")
+
 
 class Replay:
     """The update of a rollout: `update()` runs the replay epochs and steps the optimiser."""
@@ -80,10 +83,13 @@ class Replay:
         # Real response lengths, read once: each micro-batch runs up to its own longest
         # response, not the batch's (the padding after it changes no real position).
         lengths = rollout.mask.sum(1).long().tolist()
-        stats: dict[str, list[torch.Tensor]] = {}  # read from the device once, at the end
-        epochs_run = 0
+        # Per minibatch that reached its step, kept on the device and read once, at the end:
+        stats: dict[str, list[torch.Tensor]] = {}  # its statistics
+        faults: list[torch.Tensor] = []  # (3,) bool: its loss or a gradient norm non-finite
+        epoch_of: list[int] = []  # the epoch it belongs to
+        skipping: torch.Tensor | None = None  # on_nonfinite=stop: a fault so far, on the device
+        stopped = False
         self.model.update_mode(True)
-        stopped, skipped = False, 0
         for epoch in range(cfg.ppo_epochs):
             order = torch.randperm(batch)
             for start in range(0, batch, minibatch):
@@ -94,43 +100,71 @@ class Replay:
                 if control.stop_replay(minibatch_stats["policy/approx_kl"], cfg.target_kl):
                     stopped = True
                     break
-                if self.nonfinite_step(minibatch_stats["loss/total"], iteration):
-                    skipped += 1
-                    continue
-                self.scaler.step(self.optimizer)
-                self.scaler.update()
-                epochs_run = epoch + 1
-
+                fault, skipped = self.clipped_step(minibatch_stats["loss/total"], skipping)
+                if cfg.on_nonfinite == "stop":  # nothing steps after a fault, until it is read
+                    skipping = skipped
+                faults.append(fault)
+                epoch_of.append(epoch)
                 for name, value in minibatch_stats.items():
                     stats.setdefault(name, []).append(value)
             if stopped:
                 break
         self.model.update_mode(False)
-        metrics = {name: float(np.mean(values)) for name, values in read(stats).items()}
-        metrics["policy/epochs"] = epochs_run
-        metrics["policy/skipped_minibatches"] = skipped
-        return metrics
+        return self.summary(read(stats), faults, epoch_of, iteration)
 
-    def nonfinite_step(self, loss: torch.Tensor, iteration: int) -> bool:
-        """Clip the policy's and the critic's gradients, each on its own; True when the loss
-        or a gradient norm is not finite and `on_nonfinite=skip` (stop: raise)."""
-        cfg = self.cfg
+    def clipped_step(
+        self, loss: torch.Tensor, skipping: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Clip the policy's and the critic's gradients, each on its own, and step, unless
+        the loss or a gradient norm is not finite, or `skipping` (a 0-dim bool) is set.
+
+        Decided on the device, nothing read back: the fused AdamW skips the step itself
+        (`found_inf`, as for a loss scaler), parameters, moments and step count untouched
+        (an unfused optimiser reads the decision back instead).
+        Returns the (3,) bool faults of the loss and the two gradient norms, and whether
+        the step was skipped (0-dim bool). In float16 the loss scaler skips its own inf
+        steps: no faults, None.
+        """
         self.scaler.unscale_(self.optimizer)
-        norms = {  # an infinite max_norm measures without clipping
-            f"gradient norm of the {name}": torch.nn.utils.clip_grad_norm_(
-                group, cfg.max_grad_norm or math.inf
-            )
-            for name, group in zip(("policy", "critic"), self.groups, strict=True)
-        }
-        if self.scaler.is_enabled():  # float16: the scaler skips inf steps itself
-            return False
-        bad = guards.first_nonfinite({"loss/total": loss, **norms})  # one read
-        if bad and cfg.on_nonfinite == "stop":
+        max_norm = self.cfg.max_grad_norm or math.inf  # infinite: measured, not clipped
+        norms = [torch.nn.utils.clip_grad_norm_(group, max_norm) for group in self.groups]
+        if self.scaler.is_enabled():
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            return torch.zeros(len(QUANTITIES), dtype=torch.bool, device=loss.device), None
+        fault = ~torch.stack([q.float() for q in (loss, *norms)]).isfinite()
+        skip = fault.any() if skipping is None else fault.any() | skipping
+        if not self.optimizer.defaults.get("fused"):  # e.g. the techniques benchmark's
+            if not skip:  # one read from the device
+                self.optimizer.step()
+            return fault, skip
+        self.optimizer.found_inf = skip.float()
+        try:
+            self.optimizer.step()
+        finally:
+            del self.optimizer.found_inf
+        return fault, skip
+
+    def summary(
+        self, stats: dict[str, list[float]], faults: list[torch.Tensor], epoch_of: list[int],
+        iteration: int,
+    ) -> dict[str, float]:
+        """The mean of each statistic over the minibatches that stepped, the epochs run and
+        the minibatches skipped; on_nonfinite=stop raises on the first fault instead."""
+        flags = torch.stack(faults).tolist() if faults else []
+        bad = [any(row) for row in flags]
+        if any(bad) and self.cfg.on_nonfinite == "stop":
+            first = flags[bad.index(True)]
             raise guards.nonfinite_fault(
-                iteration, bad, where="update",
+                iteration, QUANTITIES[first.index(True)], where="update",
                 hint="on_nonfinite=skip skips such minibatches; lower lr or set max_grad_norm",
             )
-        return bad is not None
+        kept = [k for k, skipped in enumerate(bad) if not skipped]
+        metrics = {name: float(np.mean([values[k] for k in kept]))
+                   for name, values in stats.items() if kept}
+        metrics["policy/epochs"] = max((epoch_of[k] + 1 for k in kept), default=0)
+        metrics["policy/skipped_minibatches"] = len(bad) - len(kept)
+        return metrics
 
     def gradients(
         self,
@@ -160,7 +194,8 @@ class Replay:
             loss, micro = self.loss(minibatch_of(rollout, advantages, returns, j, longest))
             self.scaler.scale(loss * weight).backward()
             # float64: as the Python floats they once were
-            weighted = weight * torch.stack(list(micro.values())).double()
+            stacked = torch.stack(list(micro.values())).double()
+            weighted = stacked if weight == 1.0 else weight * stacked  # one micro-batch: as is
             total = weighted if total is None else total + weighted
         return dict(zip(micro, total.unbind(), strict=True))
 
@@ -177,7 +212,7 @@ class Replay:
             mb.logprobs, mb.values, mb.advantages, mb.returns
         )
         if logits.dim() == 2:  # packed: (n, V) logits and (n,) values at the real tokens
-            real = mask.bool()
+            real = mask.bool().nonzero(as_tuple=True)  # found once for the five
             response, old_logprobs, old_values, advantages, returns = (
                 t[real] for t in (response, old_logprobs, old_values, advantages, returns)
             )

@@ -86,11 +86,10 @@ class Replay:
         # Per minibatch that reached its step, kept on the device and read once, at the end:
         stats: dict[str, list[torch.Tensor]] = {}  # its statistics
         faults: list[torch.Tensor] = []  # (3,) bool: its loss or a gradient norm non-finite
-        epoch_of: list[int] = []  # the epoch it belongs to
         skipping: torch.Tensor | None = None  # on_nonfinite=stop: a fault so far, on the device
         stopped = False
         self.model.update_mode(True)
-        for epoch in range(cfg.ppo_epochs):
+        for _ in range(cfg.ppo_epochs):
             order = torch.randperm(batch)
             for start in range(0, batch, minibatch):
                 i = order[start : start + minibatch]
@@ -104,13 +103,12 @@ class Replay:
                 if cfg.on_nonfinite == "stop":  # nothing steps after a fault, until it is read
                     skipping = skipped
                 faults.append(fault)
-                epoch_of.append(epoch)
                 for name, value in minibatch_stats.items():
                     stats.setdefault(name, []).append(value)
             if stopped:
                 break
         self.model.update_mode(False)
-        return self.summary(read(stats), faults, epoch_of, iteration)
+        return self.summary(read(stats), faults, iteration)
 
     def clipped_step(
         self, loss: torch.Tensor, skipping: torch.Tensor | None
@@ -146,11 +144,11 @@ class Replay:
         return fault, skip
 
     def summary(
-        self, stats: dict[str, list[float]], faults: list[torch.Tensor], epoch_of: list[int],
-        iteration: int,
+        self, stats: dict[str, list[float]], faults: list[torch.Tensor], iteration: int
     ) -> dict[str, float]:
         """The mean of each statistic over the minibatches that stepped, the epochs run and
-        the minibatches skipped; on_nonfinite=stop raises on the first fault instead."""
+        the minibatches skipped; on_nonfinite=stop raises on the first fault instead.
+        Minibatch k (in the order run) belongs to epoch k // num_minibatches."""
         flags = torch.stack(faults).tolist() if faults else []
         bad = [any(row) for row in flags]
         if any(bad) and self.cfg.on_nonfinite == "stop":
@@ -162,7 +160,8 @@ class Replay:
         kept = [k for k, skipped in enumerate(bad) if not skipped]
         metrics = {name: float(np.mean([values[k] for k in kept]))
                    for name, values in stats.items() if kept}
-        metrics["policy/epochs"] = max((epoch_of[k] + 1 for k in kept), default=0)
+        per_epoch = self.cfg.num_minibatches
+        metrics["policy/epochs"] = max((k // per_epoch + 1 for k in kept), default=0)
         metrics["policy/skipped_minibatches"] = len(bad) - len(kept)
         return metrics
 

@@ -212,10 +212,10 @@ def test_technique_switches_restore_the_trainer():
         assert holder.replay.optimizer is not fused
         assert holder.replay.optimizer.defaults["foreach"]
     assert holder.replay.optimizer is fused
-    packed = SimpleNamespace(replay=SimpleNamespace(forward="packed"), model="padded")
-    with techniques.padded(packed):
-        assert packed.replay.forward == "padded"
-    assert packed.replay.forward == "packed"
+    packed = SimpleNamespace(replay=SimpleNamespace(forward="packed", packed=True), model="padded")
+    with techniques.padded(packed):  # the padded forward, and the padded rows' targets
+        assert packed.replay.forward == "padded" and packed.replay.packed is False
+    assert packed.replay.forward == "packed" and packed.replay.packed is True
 
 
 @pytest.mark.slow

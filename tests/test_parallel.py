@@ -34,6 +34,7 @@ from test_study import (
     postgres_url,
     states,
     trial_runs_by_number,
+    why_not_complete,
     workdir,
     write_study,
 )
@@ -76,7 +77,7 @@ def test_a_study_runs_the_same_on_every_launcher(wd, launcher):
     result = wd.run("hydra.sweeper.n_trials=4", *LAUNCHERS[launcher])
     assert result.returncode == 0, result.stderr[-3000:]
     trials = wd.trials()
-    assert states(trials) == ["COMPLETE"] * 4  # exactly n_trials, none FAILed
+    assert states(trials) == ["COMPLETE"] * 4, why_not_complete(trials)  # none FAILed
     all_runs = wd.runs()
     (parent,) = wd.runs("study")
     assert parent.info.status == "FINISHED"
@@ -238,7 +239,7 @@ def test_two_commands_share_a_postgres_study_and_an_mlflow_server(wd):
                 assert command.wait(timeout=600) == 0, wd.stderr(f"command{i}")
             trials = wd.trials(name, storage)
             assert sorted(t.number for t in trials) == [0, 1, 2, 3]  # exact, no duplicates
-            assert states(trials) == ["COMPLETE"] * 4
+            assert states(trials) == ["COMPLETE"] * 4, why_not_complete(trials)
             (parent,) = wd.runs("study")
             assert parent.info.status == "FINISHED"
             trial_runs = trial_runs_by_number(wd)

@@ -9,7 +9,7 @@ import torch
 
 from ppo_exp.config import PPOConfig
 from ppo_exp.ppo.replay import Replay
-from ppo_exp.ppo.rollout import minibatch_of
+from ppo_exp.ppo.rollout import ResponseTokens, minibatch_of
 from ppo_exp.ppo.trainer import PPOTrainer
 
 SMOKE = dict(iterations=1, batch_size=8, max_new_tokens=24, eval_every=0, eval_prompts=8,
@@ -48,6 +48,26 @@ def test_a_trimmed_minibatch_gives_the_same_outputs_at_every_real_position(train
                                atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(values_cut[real], values_full[:, :longest][real],
                                atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.slow
+def test_a_packed_minibatch_takes_the_real_tokens_of_its_rows_in_their_order(trained_rollout):
+    # The packed update's targets come from one gather of every row's real tokens per
+    # update: a minibatch's must be its padded rows' real tokens, row after row, bitwise.
+    trainer, rollout, advantages, returns = trained_rollout
+    tokens = ResponseTokens.of(rollout, advantages, returns)
+    lengths = rollout.mask.sum(1).long()
+    assert len(set(lengths.tolist())) > 1, "the test needs responses of several lengths"
+    for i in (torch.tensor([5, 0, 7, 2]), torch.tensor([3]), torch.randperm(8)):
+        longest = int(lengths[i].max())
+        padded = minibatch_of(rollout, advantages, returns, i, longest)
+        packed = minibatch_of(rollout, advantages, returns, i, longest, tokens)
+        assert packed.mask is None and packed.response_length == padded.response_length
+        for name in ("input_ids", "attention_mask", "position_ids"):  # the forward's
+            assert torch.equal(getattr(packed, name), getattr(padded, name)), name
+        real = padded.mask.bool()
+        for name in ("response", "logprobs", "values", "advantages", "returns"):
+            assert torch.equal(getattr(packed, name), getattr(padded, name)[real]), name
 
 
 @pytest.mark.slow

@@ -172,6 +172,12 @@ def states(trials: list[FrozenTrial]) -> list[str]:
     return [t.state.name for t in sorted(trials, key=lambda t: t.number)]
 
 
+def why_not_complete(trials: list[FrozenTrial]) -> dict[int, object]:
+    """Each unfinished or failed trial's state and fail reason: an assertion's message."""
+    return {t.number: (t.state.name, t.user_attrs.get("fail_reason"), t.system_attrs)
+            for t in trials if t.state.name != "COMPLETE"}
+
+
 def trial_runs_by_number(wd: Workdir) -> dict[int, Run]:
     runs = wd.runs("trial")
     numbers = [int(r.data.tags["ppo_exp.trial_number"]) for r in runs]

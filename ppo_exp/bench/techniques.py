@@ -27,7 +27,8 @@ from ppo_exp.bench.clock import patched
 @contextlib.contextmanager
 def padded(trainer) -> Iterator[None]:
     """The update runs padded rows (trimmed to the longest response), not packed ones."""
-    with patched(trainer.replay, "forward", trainer.model):
+    with patched(trainer.replay, "forward", trainer.model), \
+            patched(trainer.replay, "packed", False):
         yield
 
 
@@ -38,8 +39,8 @@ def full_length(trainer) -> Iterator[None]:
 
     original = module.minibatch_of
 
-    def untrimmed(rollout, advantages, returns, i, length):
-        return original(rollout, advantages, returns, i, rollout.response.shape[1])
+    def untrimmed(rollout, advantages, returns, i, length, tokens=None):
+        return original(rollout, advantages, returns, i, rollout.response.shape[1], tokens)
 
     with patched(module, "minibatch_of", untrimmed):
         yield

@@ -17,7 +17,7 @@ from ppo_exp.config import PPOConfig
 from ppo_exp.ppo import control, guards, losses
 from ppo_exp.ppo.hardware import autocast
 from ppo_exp.ppo.models import ActorCritic
-from ppo_exp.ppo.rollout import Minibatch, Rollout, minibatch_of
+from ppo_exp.ppo.rollout import Minibatch, ResponseTokens, Rollout, minibatch_of
 
 # What `Replay.clipped_step` checks, in the order of its faults
 QUANTITIES = ("loss/total", "gradient norm of the policy", "gradient norm of the critic")
@@ -33,7 +33,8 @@ class Replay:
         # The update's forward: the real tokens only, packed (the default); or the padded
         # rows, eager or compiled (same parameters; dynamic=True: minibatches trimmed to
         # their longest response change shape without recompiling).
-        if cfg.pack_minibatches:
+        self.packed = cfg.pack_minibatches
+        if self.packed:
             self.forward = model.packed
         else:
             self.forward = torch.compile(model, dynamic=True) if cfg.compile else model
@@ -83,6 +84,8 @@ class Replay:
         # Real response lengths, read once: each micro-batch runs up to its own longest
         # response, not the batch's (the padding after it changes no real position).
         lengths = rollout.mask.sum(1).long().tolist()
+        # Packed: every row's real tokens and their targets, gathered once for all epochs
+        tokens = ResponseTokens.of(rollout, advantages, returns) if self.packed else None
         # Per minibatch that reached its step, kept on the device and read once, at the end:
         stats: dict[str, list[torch.Tensor]] = {}  # its statistics
         faults: list[torch.Tensor] = []  # (3,) bool: its loss or a gradient norm non-finite
@@ -93,7 +96,7 @@ class Replay:
             order = torch.randperm(batch)
             for start in range(0, batch, minibatch):
                 i = order[start : start + minibatch]
-                minibatch_stats = self.gradients(rollout, i, advantages, returns, lengths)
+                minibatch_stats = self.gradients(rollout, i, advantages, returns, lengths, tokens)
                 # CleanRL's early stop, without its lag: this minibatch's approx-KL is
                 # measured after every earlier step, so its own step is skipped.
                 if control.stop_replay(minibatch_stats["policy/approx_kl"], cfg.target_kl):
@@ -172,6 +175,7 @@ class Replay:
         advantages: torch.Tensor,
         returns: torch.Tensor,
         lengths: list[int] | None = None,
+        tokens: ResponseTokens | None = None,
     ) -> dict[str, torch.Tensor]:
         """Fill `.grad` with the gradient of the PPO loss over `rows`; return its statistics
         (0-dim float64 tensors on the device: nothing is read back here).
@@ -180,18 +184,23 @@ class Replay:
         loss is a mean over its own tokens, weighted by its share of the rows' tokens, so
         the summed gradient (and every statistic) equals that of all rows in one pass.
         Each micro-batch runs up to its own longest response (`lengths`, per rollout row).
+        The packed update takes its targets from `tokens` (`ResponseTokens.of` the same
+        rollout, advantages and returns; built here when not given).
         """
+        if self.packed and tokens is None:
+            tokens = ResponseTokens.of(rollout, advantages, returns)
         if lengths is None:
             lengths = rollout.mask.sum(1).long().tolist()
-        tokens = float(sum(lengths[row] for row in rows.tolist()))
+        token_count = float(sum(lengths[row] for row in rows.tolist()))
         self.optimizer.zero_grad(set_to_none=True)
         total = None  # the statistics stacked, one accumulation per micro-batch
         for j in rows.split(self.cfg.micro_batch_size or len(rows)):
             micro_rows = j.tolist()
-            weight = float(sum(lengths[row] for row in micro_rows)) / tokens if tokens else 1.0
+            weight = (float(sum(lengths[row] for row in micro_rows)) / token_count
+                      if token_count else 1.0)
             longest = max(lengths[row] for row in micro_rows)
-            loss, micro = self.loss(minibatch_of(rollout, advantages, returns, j, longest))
-            self.scaler.scale(loss * weight).backward()
+            loss, micro = self.loss(minibatch_of(rollout, advantages, returns, j, longest, tokens))
+            self.scaler.scale(loss if weight == 1.0 else loss * weight).backward()
             # float64: as the Python floats they once were
             stacked = torch.stack(list(micro.values())).double()
             weighted = stacked if weight == 1.0 else weight * stacked  # one micro-batch: as is
@@ -204,18 +213,12 @@ class Replay:
         cfg = self.cfg
         with autocast(self.device, self.dtype):
             logits, values = self.forward(
-                mb.input_ids, mb.attention_mask, mb.position_ids, mb.response.shape[1]
+                mb.input_ids, mb.attention_mask, mb.position_ids, mb.response_length
             )
         response, mask = mb.response, mb.mask
         old_logprobs, old_values, advantages, returns = (
             mb.logprobs, mb.values, mb.advantages, mb.returns
         )
-        if logits.dim() == 2:  # packed: (n, V) logits and (n,) values at the real tokens
-            real = mask.bool().nonzero(as_tuple=True)  # found once for the five
-            response, old_logprobs, old_values, advantages, returns = (
-                t[real] for t in (response, old_logprobs, old_values, advantages, returns)
-            )
-            mask = None  # every one of the n positions is real
         logprobs, token_entropy = losses.logprobs_and_entropy(
             logits, response, temperature=cfg.temperature, entropy_grad=cfg.ent_coef != 0
         )

@@ -7,6 +7,7 @@ update (ppo/replay.py).
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -179,23 +180,68 @@ def samples_table(prompts: list[Prompt], rollout: Rollout, rows: int) -> pd.Data
 
 
 class Minibatch(NamedTuple):
-    """Rows `i` of a rollout, cut to `length` response tokens. T = length, L = prompt + T."""
+    """Rows `i` of a rollout, cut to `length` response tokens. T = length, L = prompt + T.
+
+    The per-token targets are (b, T) rows with their `mask`, or, for the packed update,
+    (n,) vectors of the rows' real tokens alone, row after row, and `mask` None.
+    """
 
     input_ids: torch.Tensor  # (b, L)
     attention_mask: torch.Tensor  # (b, L)
     position_ids: torch.Tensor  # (b, L)
-    response: torch.Tensor  # (b, T)
-    mask: torch.Tensor  # (b, T)
-    logprobs: torch.Tensor  # (b, T) at sampling time
-    values: torch.Tensor  # (b, T) at sampling time
-    advantages: torch.Tensor  # (b, T)
-    returns: torch.Tensor  # (b, T)
+    response: torch.Tensor  # (b, T) or (n,)
+    mask: torch.Tensor | None  # (b, T); None: every target is a real token
+    logprobs: torch.Tensor  # (b, T) or (n,), at sampling time
+    values: torch.Tensor  # (b, T) or (n,), at sampling time
+    advantages: torch.Tensor  # (b, T) or (n,)
+    returns: torch.Tensor  # (b, T) or (n,)
+    response_length: int  # T
+
+
+@dataclass(frozen=True)
+class ResponseTokens:
+    """Every rollout row's real response tokens, row after row, and what the PPO loss
+    compares them with: the packed update's targets, gathered once per update.
+
+    A minibatch then takes its rows' tokens with one index per tensor (`rows`), instead
+    of cutting its (b, T) rows and then finding their real tokens, per minibatch.
+    """
+
+    response: torch.Tensor  # (N,) token ids
+    targets: torch.Tensor  # (4, N): log-probs and values at sampling time, advantages, returns
+    starts: list[int]  # row r's tokens are [starts[r], starts[r] + lengths[r])
+    lengths: list[int]
+
+    @classmethod
+    def of(
+        cls, rollout: Rollout, advantages: torch.Tensor, returns: torch.Tensor
+    ) -> ResponseTokens:
+        real = rollout.mask.bool()
+        lengths = real.sum(1).tolist()
+        starts = list(itertools.accumulate(lengths, initial=0))[:-1]
+        targets = torch.stack([rollout.logprobs, rollout.values, advantages, returns])
+        return cls(rollout.response[real], targets[:, real], starts, lengths)
+
+    def rows(self, i: list[int]) -> tuple[torch.Tensor, ...]:
+        """Response tokens, log-probs, values, advantages and returns of rows `i`: (n,)
+        each, in the order of `i`, each row's tokens in order."""
+        index = torch.tensor(
+            [k for row in i for k in range(self.starts[row], self.starts[row] + self.lengths[row])],
+            device=self.response.device,
+        )
+        return self.response[index], *self.targets[:, index]
 
 
 def minibatch_of(
-    rollout: Rollout, advantages: torch.Tensor, returns: torch.Tensor, i: torch.Tensor, length: int
+    rollout: Rollout,
+    advantages: torch.Tensor,
+    returns: torch.Tensor,
+    i: torch.Tensor,
+    length: int,
+    tokens: ResponseTokens | None = None,
 ) -> Minibatch:
-    """The rows `i` of the rollout, without the response slots after `length`.
+    """The rows `i` of the rollout, without the response slots after `length`; with
+    `tokens`, their targets are their real tokens alone (the packed update's).
 
     Causal attention means no real position reads a later one, so dropping padding
     columns that every row of the minibatch has leaves every real position's output as
@@ -204,10 +250,14 @@ def minibatch_of(
     cut = rollout.response.shape[1] - length  # padding columns common to all rows
     sequence = slice(None, rollout.input_ids.shape[1] - cut)
     inputs = (rollout.input_ids, rollout.attention_mask, rollout.position_ids)
+    if tokens is not None:
+        response, *targets = tokens.rows(i.tolist())
+        return Minibatch(*(t[i, sequence] for t in inputs), response, None, *targets, length)
     return Minibatch(
         *(t[i, sequence] for t in inputs),
         *(t[i, :length] for t in (rollout.response, rollout.mask, rollout.logprobs,
                                   rollout.values, advantages, returns)),
+        length,
     )
 
 

@@ -11,6 +11,7 @@ import itertools
 from dataclasses import dataclass
 from typing import NamedTuple
 
+import numpy as np
 import pandas as pd
 import torch
 from transformers import PreTrainedTokenizerBase
@@ -225,10 +226,8 @@ class ResponseTokens:
     def rows(self, i: list[int]) -> tuple[torch.Tensor, ...]:
         """Response tokens, log-probs, values, advantages and returns of rows `i`: (n,)
         each, in the order of `i`, each row's tokens in order."""
-        index = torch.tensor(
-            [k for row in i for k in range(self.starts[row], self.starts[row] + self.lengths[row])],
-            device=self.response.device,
-        )
+        ranges = [np.arange(self.starts[row], self.starts[row] + self.lengths[row]) for row in i]
+        index = torch.from_numpy(np.concatenate(ranges)).to(self.response.device)
         return self.response[index], *self.targets[:, index]
 
 

@@ -81,11 +81,7 @@ class Replay:
         cfg = self.cfg
         batch = len(rollout.scores)
         minibatch = batch // cfg.num_minibatches
-        # Real response lengths, read once: each micro-batch runs up to its own longest
-        # response, not the batch's (the padding after it changes no real position).
-        lengths = rollout.mask.sum(1).long().tolist()
-        # Packed: every row's real tokens and their targets, gathered once for all epochs
-        tokens = ResponseTokens.of(rollout, advantages, returns) if self.packed else None
+        lengths, tokens = self.layout(rollout, advantages, returns)  # once for all epochs
         # Per minibatch that reached its step, kept on the device and read once, at the end:
         stats: dict[str, list[torch.Tensor]] = {}  # its statistics
         faults: list[torch.Tensor] = []  # (3,) bool: its loss or a gradient norm non-finite
@@ -168,6 +164,17 @@ class Replay:
         metrics["policy/skipped_minibatches"] = len(bad) - len(kept)
         return metrics
 
+    def layout(
+        self, rollout: Rollout, advantages: torch.Tensor, returns: torch.Tensor
+    ) -> tuple[list[int], ResponseTokens | None]:
+        """Each rollout row's real response length, read once (a micro-batch runs up to its
+        own longest response, not the batch's: the padding after it changes no real
+        position), and when packed, every row's real tokens with their targets."""
+        if self.packed:
+            tokens = ResponseTokens.of(rollout, advantages, returns)
+            return tokens.lengths, tokens
+        return rollout.mask.sum(1).long().tolist(), None
+
     def gradients(
         self,
         rollout: Rollout,
@@ -184,13 +191,10 @@ class Replay:
         loss is a mean over its own tokens, weighted by its share of the rows' tokens, so
         the summed gradient (and every statistic) equals that of all rows in one pass.
         Each micro-batch runs up to its own longest response (`lengths`, per rollout row).
-        The packed update takes its targets from `tokens` (`ResponseTokens.of` the same
-        rollout, advantages and returns; built here when not given).
+        `lengths` and `tokens` are the rollout's `layout()` (built here when not given).
         """
-        if self.packed and tokens is None:
-            tokens = ResponseTokens.of(rollout, advantages, returns)
         if lengths is None:
-            lengths = rollout.mask.sum(1).long().tolist()
+            lengths, tokens = self.layout(rollout, advantages, returns)
         token_count = float(sum(lengths[row] for row in rows.tolist()))
         self.optimizer.zero_grad(set_to_none=True)
         total = None  # the statistics stacked, one accumulation per micro-batch

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+
 import mlflow
 import pytest
 from conftest import run_cli
@@ -38,6 +42,34 @@ def test_smoke_run_is_tracked(tmp_path, mlflow_uri, base_model_path):
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"config.yaml", "samples"} <= artifacts
     assert "objective eval/reward_mean" in result.stderr + result.stdout
+
+
+START_A_RUN = """
+import json, sys
+from omegaconf import OmegaConf
+from ppo_exp import tracking
+from ppo_exp.config import PPOConfig
+
+cfg = PPOConfig()
+with tracking.start_run(cfg, OmegaConf.structured(cfg), name="tagged"):
+    run = tracking.mlflow.active_run()
+    print(json.dumps({"tags": run.data.tags, "ipython": "IPython" in sys.modules}))
+"""
+
+
+def test_a_run_gets_mlflows_context_tags_without_importing_ipython(tmp_path, mlflow_uri):
+    # the notebook checks that cannot succeed outside IPython are skipped: they would
+    # import IPython (18 MB) to find no kernel
+    done = subprocess.run([sys.executable, "-c", START_A_RUN], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    started = json.loads(done.stdout.strip().splitlines()[-1])
+    assert not started["ipython"]
+    tags = started["tags"]
+    assert tags["mlflow.source.type"] == "LOCAL" and tags["mlflow.user"]
+    assert tags["mlflow.runName"] == "tagged" and tags["ppo_exp.kind"] == "run"
+    (run,) = runs(mlflow_uri)
+    assert run.info.run_name == "tagged" and run.info.status == "FINISHED"
 
 
 def test_multirun_makes_one_run_per_value_under_a_parent(tmp_path, mlflow_uri, base_model_path):

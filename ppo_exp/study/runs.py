@@ -14,13 +14,12 @@ from typing import Any
 import optuna
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
-from mlflow.tracking.context.registry import resolve_tags
 from omegaconf import DictConfig, OmegaConf
 from optuna.trial import FrozenTrial, TrialState
 
 from ppo_exp.locations import mask_secrets
 from ppo_exp.study.storage import absolute_url
-from ppo_exp.tracking import configure, mask_url
+from ppo_exp.tracking import configure, context_tags, mask_url
 
 PARENT_ATTR = "mlflow_parent_run_id"  # where the study remembers its parent run
 TRIAL_RUN_ATTR = "mlflow_run_id"  # where a trial remembers its MLflow run
@@ -51,7 +50,7 @@ def study_parent_run(study: optuna.Study, config: DictConfig, settings: Any) -> 
     tags = {"ppo_exp.kind": "study", "ppo_exp.study": study.study_name}
     # MLflow's own context tags (user, source, git commit), as `mlflow.start_run` adds
     run = client.create_run(
-        experiment_id, run_name=f"study {study.study_name}", tags=resolve_tags(tags)
+        experiment_id, run_name=f"study {study.study_name}", tags=context_tags(tags)
     )
     run_id = run.info.run_id
     for key in ("seeds", "objectives", "sampler", "pruner"):

@@ -50,6 +50,18 @@ class Recorder:
         self.samples.append((step, samples))
 
 
+@pytest.fixture(autouse=True)
+def torch_threads_restored():
+    """Every test starts with the thread count the session started with: a job run
+    in-process sets torch's (e.g. one thread per job of a two-job sweep), and results
+    depend on it (floating-point order), so no test may hand its count to the next."""
+    import torch
+
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def base_model_path() -> Path:
     """The default tiny review model, built into the default cache once per machine."""

@@ -39,6 +39,15 @@ def test_build_saves_a_loadable_model_and_tokenizer(tmp_path, quick_recipe, capl
     assert tokenizer.pad_token_id != tokenizer.eos_token_id
 
 
+def test_a_build_leaves_the_callers_random_state_as_it_was(tmp_path, quick_recipe):
+    # a run that builds the model must sample as one that finds it cached
+    torch.manual_seed(1234)
+    expected = torch.rand(3)
+    torch.manual_seed(1234)
+    tiny_model_path(tmp_path)  # builds: seeds the generator and draws from it
+    assert torch.equal(torch.rand(3), expected)
+
+
 def test_cache_is_reused(tmp_path, quick_recipe, monkeypatch):
     first = tiny_model_path(tmp_path)
 

@@ -195,7 +195,10 @@ def tiny_model_path(cache_dir: Path | None = None) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=cache_dir))
     try:
         logger.info("building the tiny review model (about a minute, done once) into %s", target)
-        _build_and_save(tmp, RECIPE)
+        # On a fork of the global generator: a run that builds the model then samples
+        # exactly as one that finds it cached (the build seeds and draws from it).
+        with torch.random.fork_rng(devices=[]):
+            _build_and_save(tmp, RECIPE)
         try:
             os.rename(tmp, target)
         except OSError:

@@ -146,7 +146,8 @@ def logprobs_and_entropy(
     The same numbers as `logprobs_from_logits(logits / temperature, tokens)` and
     `entropy_from_logits(logits / temperature)`, with two (B, T, V) tensors kept instead
     of five; with `entropy_grad=False` (the entropy is only a statistic, ent_coef = 0)
-    the entropy's full-vocabulary temporaries are freed at once and never backpropagated.
+    the entropy takes one full-vocabulary temporary (p, then p * log p in its place),
+    freed at once and never backpropagated.
 
     Args:
         logits: (B, T, V) raw logits; tokens: (B, T) chosen token ids. Any leading
@@ -159,7 +160,9 @@ def logprobs_and_entropy(
     """
     log_p = F.log_softmax(logits / temperature, dim=-1)  # (B, T, V)
     logprobs = torch.gather(log_p, -1, tokens.unsqueeze(-1)).squeeze(-1)
-    with torch.set_grad_enabled(entropy_grad and torch.is_grad_enabled()):
-        entropy = -(log_p.exp() * log_p).sum(-1)
+    if entropy_grad and torch.is_grad_enabled():
+        return logprobs, -(log_p.exp() * log_p).sum(-1)
+    with torch.no_grad():  # off the graph: p * log p in p's own buffer, the same numbers
+        entropy = log_p.exp().mul_(log_p).sum(-1).neg_()
     return logprobs, entropy
 

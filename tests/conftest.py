@@ -52,9 +52,9 @@ class Recorder:
 
 @pytest.fixture(autouse=True)
 def torch_threads_restored():
-    """Every test starts with the thread count the session started with: a job run
-    in-process sets torch's (e.g. one thread per job of a two-job sweep), and results
-    depend on it (floating-point order), so no test may hand its count to the next."""
+    """Every test starts with the thread count the session started with: a job or a
+    benchmark run in-process sets torch's (the techniques benchmark, one thread), and
+    results depend on it (floating-point order), so no test may hand its count on."""
     import torch
 
     threads = torch.get_num_threads()

@@ -193,7 +193,7 @@ class Replay:
         Each micro-batch runs up to its own longest response (`lengths`, per rollout row).
         `lengths` and `tokens` are the rollout's `layout()` (built here when not given).
         """
-        if lengths is None:
+        if lengths is None or self.packed and tokens is None:  # never half a layout
             lengths, tokens = self.layout(rollout, advantages, returns)
         token_count = float(sum(lengths[row] for row in rows.tolist()))
         self.optimizer.zero_grad(set_to_none=True)

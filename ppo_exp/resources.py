@@ -26,10 +26,15 @@ claims a GPU of its own (`claim_gpu`: a lock file per GPU, held for the life of 
 process and released by the system when it ends) and makes it torch's current device,
 so `model.device=auto` (or `cuda`) means that GPU. SLURM jobs get theirs from
 `gpus_per_node`.
+
+Memory: a job's process keeps the memory it frees for its next allocations
+(`keep_freed_memory`), rather than glibc's default of handing large blocks back to the
+system after each use and faulting them in afresh in the next phase.
 """
 
 from __future__ import annotations
 
+import ctypes
 import fcntl
 import logging
 import os
@@ -47,6 +52,11 @@ OMP = "OMP_NUM_THREADS"
 NO_JOBS = {"-h", "--help", "--hydra-help", "--version", "-c", "--cfg", "-i", "--info",
            "-sc", "--shell-completion"}  # fmt: skip
 STUDY_SWEEPER = "ppo_exp_sweeper"  # in the study sweeper's _target_
+# glibc's mallopt parameters, and the values `keep_freed_memory` sets
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+TRIM_THRESHOLD = 256 * 2**20  # free memory the heap keeps at its top
+MMAP_THRESHOLD = 32 * 2**20  # glibc's largest: blocks below it come from the heap
+MALLOC_ENVIRONMENT = ("MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TOP_PAD_")
 _claimed: dict[Path, tuple[int, IO]] = {}  # lock dir -> this process's GPU and its lock
 
 
@@ -148,6 +158,39 @@ def apply_threads(threads: int | None) -> int:
 
     torch.set_num_threads(threads or default_threads())
     return torch.get_num_threads()
+
+
+def keep_freed_memory(environ: Mapping[str, str] = os.environ) -> bool:
+    """Have this process reuse the memory it frees rather than hand it back to the system.
+
+    glibc's malloc returns a freed block to the system when it was mapped on its own (any
+    block above a threshold that starts at 128 KB and follows the largest block freed so
+    far) or when more than a threshold of free memory lies at the top of the heap; the
+    tensors of the next phase, of much the same sizes, then fault fresh zeroed pages in
+    again (about 220 thousand page faults per iteration at the 128-token scaling point,
+    36 thousand with this). Fixed thresholds of 32 MB (mappings, glibc's largest) and
+    256 MB (trimming) keep those pages for reuse. The peak resident memory stays where it
+    was (those pages were resident at the peak anyway); the process keeps them between
+    phases instead of releasing and faulting them in again.
+
+    Left as it is where the user tunes malloc (`MALLOC_*_` or `GLIBC_TUNABLES` in
+    `environ`) or where the C library has no `mallopt` (macOS, musl's is a no-op).
+
+    Returns:
+        Whether both thresholds were set.
+    """
+    if any(name in environ for name in MALLOC_ENVIRONMENT):
+        return False
+    if "glibc.malloc" in environ.get("GLIBC_TUNABLES", ""):
+        return False
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    return mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1 and (
+        mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD) == 1
+    )
 
 
 def claim_gpu(n_gpus: int, *, lock_dir: Path | None = None) -> int:

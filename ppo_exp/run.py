@@ -66,9 +66,10 @@ def train_and_track(cfg: DictConfig) -> tuple[dict[str, float], float]:
     import mlflow
 
     from ppo_exp import tracking
-    from ppo_exp.resources import apply_gpu, apply_threads
+    from ppo_exp.resources import apply_gpu, apply_threads, keep_freed_memory
 
     threads = apply_threads(ppo_cfg.threads)  # before any tensor work
+    kept = keep_freed_memory()  # each phase reuses the pages the last one freed
     gpu = apply_gpu()  # a GPU of its own when jobs run side by side on several GPUs
     trial = ppo_cfg.optuna  # set when an Optuna study launched this job
     name = f"trial {trial.trial} seed {ppo_cfg.seed}" if trial.study else None
@@ -79,6 +80,7 @@ def train_and_track(cfg: DictConfig) -> tuple[dict[str, float], float]:
         ) as tracker,
     ):
         mlflow.set_tag("ppo_exp.threads", threads)  # as torch reports it
+        mlflow.set_tag("ppo_exp.keep_freed_memory", str(kept).lower())
         mlflow.set_tags(hardware_tags(ppo_cfg))
         if gpu is not None:
             mlflow.set_tag("ppo_exp.gpu", gpu)

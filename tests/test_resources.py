@@ -1,15 +1,19 @@
-"""Threads and GPUs per job: how many jobs share a machine, and who gets which GPU."""
+"""Threads, GPUs and memory per job: how many jobs share a machine, who gets which GPU,
+and a job's process keeping the memory it frees."""
 
 from __future__ import annotations
 
+import platform
 import subprocess
 import sys
 
+import pytest
 from omegaconf import DictConfig, OmegaConf
 
 from ppo_exp.resources import (
     claim_gpu,
     jobs_at_once,
+    keep_freed_memory,
     pinned_threads_override,
     sweep_batch_size,
 )
@@ -127,3 +131,43 @@ def test_the_shells_omp_num_threads_travels_as_a_hydra_override():
     assert pinned_threads_override({"OMP_NUM_THREADS": "3"}, given) == []
     # commands that run no job; `--info` would take the override as its argument
     assert pinned_threads_override({"OMP_NUM_THREADS": "3"}, ["--info"]) == []
+
+
+# One process: eight 4 MB tensors written and freed, five times after two warm-up rounds
+# (the pattern of one phase's activations); prints the page faults of the five rounds.
+PHASE_LOOP = """
+import resource, sys, torch
+from ppo_exp.resources import keep_freed_memory
+if sys.argv[1] == "keep":
+    assert keep_freed_memory()
+def phase():
+    tensors = [torch.ones(2**20) for _ in range(8)]
+    del tensors
+phase(); phase()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(5):
+    phase()
+print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+
+
+def phase_faults(mode: str) -> int:
+    ran = subprocess.run([sys.executable, "-c", PHASE_LOOP, mode], capture_output=True,
+                         text=True, check=True)
+    return int(ran.stdout.split()[-1])
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's malloc only")
+def test_a_job_reuses_the_pages_it_freed_instead_of_faulting_them_in_again():
+    # glibc's own thresholds hand the 32 MB back after each round (more free memory at the
+    # heap's top than twice the largest block): every round faults its 8,192 pages again
+    released = phase_faults("default")
+    kept = phase_faults("keep")
+    assert released > 5 * 8 * 1024 * 0.8, released
+    assert kept < released / 20, (kept, released)
+
+
+def test_a_users_own_malloc_settings_are_left_alone():
+    assert not keep_freed_memory({"MALLOC_TRIM_THRESHOLD_": "1000000"})
+    assert not keep_freed_memory({"MALLOC_MMAP_THRESHOLD_": "65536"})
+    assert not keep_freed_memory({"GLIBC_TUNABLES": "glibc.malloc.trim_threshold=1000000"})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import platform
 import subprocess
 import sys
 
@@ -32,6 +33,9 @@ def test_smoke_run_is_tracked(tmp_path, mlflow_uri, base_model_path):
     assert run.data.tags["ppo_exp.overrides"].startswith("train=smoke")
     # model.device / model.dtype "auto" as resolved here: no GPU on CI, so the CPU in float32
     assert (run.data.tags["ppo_exp.device"], run.data.tags["ppo_exp.dtype"]) == ("cpu", "float32")
+    # glibc's malloc keeps the pages each phase frees for the next (resources.keep_freed_memory)
+    kept = platform.libc_ver()[0] == "glibc"
+    assert run.data.tags["ppo_exp.keep_freed_memory"] == str(kept).lower()
     # MLflow's own context tags: the commit of this checkout, for reproducibility
     assert len(run.data.tags["mlflow.source.git.commit"]) == 40
     for name in ("eval/reward_mean", "rollout/kl", "policy/clipfrac", "value/explained_var"):

@@ -48,8 +48,10 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
 
     from ppo_exp.config import ModelConfig, PPOConfig, RewardConfig
     from ppo_exp.ppo import trainer as trainer_module
+    from ppo_exp.resources import keep_freed_memory
 
     startup = after_imports(started, spec["threads"])
+    keep_freed_memory()  # as a job does (`run.train_and_track`)
 
     reward = (  # "classifier" reads the policy's ids, as TRL's and the floor's does
         RewardConfig(name=None, kind="classifier", path=spec["reward"], label=0, text="full",

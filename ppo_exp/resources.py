@@ -56,7 +56,8 @@ STUDY_SWEEPER = "ppo_exp_sweeper"  # in the study sweeper's _target_
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
 TRIM_THRESHOLD = 256 * 2**20  # free memory the heap keeps at its top
 MMAP_THRESHOLD = 32 * 2**20  # glibc's largest: blocks below it come from the heap
-MALLOC_ENVIRONMENT = ("MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TOP_PAD_")
+MALLOC_ENVIRONMENT = ("MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TOP_PAD_",
+                      "MALLOC_MMAP_MAX_")  # a user's own settings of the same behaviour
 _claimed: dict[Path, tuple[int, IO]] = {}  # lock dir -> this process's GPU and its lock
 
 
@@ -173,8 +174,9 @@ def keep_freed_memory(environ: Mapping[str, str] = os.environ) -> bool:
     was (those pages were resident at the peak anyway); the process keeps them between
     phases instead of releasing and faulting them in again.
 
-    Left as it is where the user tunes malloc (`MALLOC_*_` or `GLIBC_TUNABLES` in
-    `environ`) or where the C library has no `mallopt` (macOS, musl's is a no-op).
+    Left as it is where the user tunes the same behaviour (`MALLOC_ENVIRONMENT`, or a
+    `glibc.malloc` tunable in `GLIBC_TUNABLES`) or where the C library has no `mallopt`
+    (macOS; musl's is a no-op).
 
     Returns:
         Whether both thresholds were set.

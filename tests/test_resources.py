@@ -170,4 +170,5 @@ def test_a_job_reuses_the_pages_it_freed_instead_of_faulting_them_in_again():
 def test_a_users_own_malloc_settings_are_left_alone():
     assert not keep_freed_memory({"MALLOC_TRIM_THRESHOLD_": "1000000"})
     assert not keep_freed_memory({"MALLOC_MMAP_THRESHOLD_": "65536"})
+    assert not keep_freed_memory({"MALLOC_MMAP_MAX_": "0"})
     assert not keep_freed_memory({"GLIBC_TUNABLES": "glibc.malloc.trim_threshold=1000000"})

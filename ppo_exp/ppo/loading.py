@@ -60,9 +60,11 @@ def build_models(
     mc, lora = cfg.model, cfg.model.lora
     path = policy_path(cfg)
     # Fully trained weights stay float32 (AdamW state included); a LoRA base is frozen.
+    # Each model moves to `device` as soon as it is loaded, so that the reference and the
+    # critic are copied there: the host never holds more than one model's weights.
     policy = AutoModelForCausalLM.from_pretrained(
         path, dtype=dtype if lora else torch.float32, **fused_kernels(path)
-    )
+    ).to(device)
     checkpoint_eos = policy.generation_config.eos_token_id
     if mc.gradient_checkpointing:
         checkpoint_activations(policy)
@@ -80,14 +82,13 @@ def build_models(
         critic_path = path if mc.value_model == "separate" else mc.value_model
         critic = AutoModel.from_pretrained(
             critic_path, dtype=dtype if lora else torch.float32, **fused_kernels(critic_path)
-        )
+        ).to(device)
         if mc.gradient_checkpointing:
             checkpoint_activations(critic)
         if lora is not None:
             critic = with_lora(critic, lora, task_type="FEATURE_EXTRACTION")
     hidden = (critic.config if critic is not None else policy.config).hidden_size
     actor_critic = ActorCritic(policy, critic, hidden_size=hidden).eval().to(device)
-    reference.model = reference.model.to(device) if reference.model is not None else None
 
     stop_ids = stop_token_ids(cfg.stop_tokens, tokenizer, checkpoint_eos)
     generation_config = sampling_config(cfg, tokenizer, stop_ids)

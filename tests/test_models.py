@@ -349,3 +349,33 @@ def test_memory_estimate_counts_what_each_option_saves(checkpoints, capsys):
     )
     memory.main([f"model.path={checkpoints['qwen2-bf16']}", "lora=default"])
     assert "total" in capsys.readouterr().out
+
+
+def test_the_reference_and_the_critic_are_copied_on_the_device_not_on_the_host(
+    monkeypatch, base_model_path
+):
+    # Each model moves to its device as soon as it is loaded, so that on a GPU the host
+    # never holds the policy, its reference copy and the critic's trunk at once. The meta
+    # device stands in for the GPU: it holds shapes only.
+    import copy
+
+    from ppo_exp.ppo.loading import build_models
+    from ppo_exp.task.base_model import load_tokenizer
+
+    copied_from = []
+    deepcopy = copy.deepcopy
+
+    def recording_deepcopy(obj, *args, **kwargs):
+        if isinstance(obj, torch.nn.Module):
+            copied_from.append({p.device.type for p in obj.parameters()})
+        return deepcopy(obj, *args, **kwargs)
+
+    monkeypatch.setattr(copy, "deepcopy", recording_deepcopy)
+    built = build_models(
+        PPOConfig(model=ModelConfig(value_model="separate")), load_tokenizer(base_model_path),
+        device=torch.device("meta"), dtype=torch.float32,
+    )
+    assert len(copied_from) >= 2  # the reference and the critic's trunk at least
+    assert all(devices == {"meta"} for devices in copied_from)
+    models = (built.actor_critic, built.reference.model)
+    assert {p.device.type for model in models for p in model.parameters()} == {"meta"}

@@ -3,7 +3,9 @@
 A *shape* names a GPT-2 size. "tiny" is the default pretrained review model itself;
 the others are random-init GPT-2s with the same tokenizer and a longer position table
 (random policies rarely sample the stop token, so their responses fill every slot and
-the cost of a length is measured exactly). Each policy comes with a reward model: the
+the cost of a length is measured exactly). "gpt2" also has GPT-2's vocabulary size (50,257:
+the review tokenizer padded with placeholder tokens), so its embedding and output layer
+cost what GPT-2 small's do (~124M parameters). Each policy comes with a reward model: the
 same trunk with a one-logit sequence-classification head, so ppo_exp, TRL and the eager
 floor all run the same four networks (policy, reference, critic, reward).
 """
@@ -21,8 +23,10 @@ SHAPES: dict[str, tuple[int, int, int]] = {
     "tiny-random": (4, 128, 4),  # the same shape, random init, 256 positions
     "small": (6, 256, 8),  # ~5M parameters
     "medium": (8, 512, 8),  # ~26M parameters
-    "gpt2": (12, 768, 12),  # GPT-2 small's body (~86M with the review vocabulary): for GPUs
+    "gpt2": (12, 768, 12),  # GPT-2 small (~124M parameters with VOCAB_SIZES): for GPUs
 }
+# shapes with a vocabulary of their own size (the others keep the review tokenizer's 1,024)
+VOCAB_SIZES: dict[str, int] = {"gpt2": 50_257}
 POSITIONS = 256  # position table of the random-init shapes: prompt + up to 128 new tokens
 
 
@@ -72,13 +76,15 @@ def _build_policy(shape: str, base: Path, out: Path) -> None:
     from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
 
     tokenizer = AutoTokenizer.from_pretrained(base)
+    padding = VOCAB_SIZES.get(shape, len(tokenizer)) - len(tokenizer)
+    tokenizer.add_tokens([f"<pad-token-{i}>" for i in range(padding)])
     if shape == "tiny":
         model = GPT2LMHeadModel.from_pretrained(base)
     else:
         n_layer, n_embd, n_head = SHAPES[shape]
         reference = GPT2Config.from_pretrained(base)
         config = GPT2Config(
-            vocab_size=reference.vocab_size,
+            vocab_size=len(tokenizer),
             n_positions=POSITIONS,
             n_layer=n_layer,
             n_embd=n_embd,

@@ -236,3 +236,24 @@ def test_memory_bench_reports_every_figure_for_a_small_qwen_shape(tmp_path):
     assert row["tokens_per_s"] > 0 and row["seconds_per_iteration"] > 0
     assert 0 < row["trained_parameters"] < 10e6  # adapters and the value head only
     assert "lora-shared-ckpt" in done.stdout and "tokens/s" in done.stdout
+
+
+def test_a_shape_with_its_own_vocabulary_pads_the_tokenizer_and_sizes_the_model(
+    tmp_path, monkeypatch
+):
+    # "gpt2" is built this way at 50,257 tokens; a small shape stands in for it here
+    from transformers import AutoConfig, AutoTokenizer
+
+    from ppo_exp.bench import models
+
+    monkeypatch.setitem(models.VOCAB_SIZES, "tiny-random", 1100)
+    policy, reward = models.bench_models("tiny-random", tmp_path)
+    tokenizer = AutoTokenizer.from_pretrained(policy)
+    assert len(tokenizer) == AutoConfig.from_pretrained(policy).vocab_size == 1100
+    assert AutoConfig.from_pretrained(reward).vocab_size == 1100
+    assert tokenizer.decode([1099]) == "<pad-token-1099>"
+    n_embd = AutoConfig.from_pretrained(policy).n_embd
+    unpadded = models.parameter_count(policy) - (1100 - 1024) * n_embd
+    monkeypatch.delitem(models.VOCAB_SIZES, "tiny-random")
+    plain, _ = models.bench_models("tiny-random", tmp_path / "plain")
+    assert models.parameter_count(plain) == unpadded

@@ -76,8 +76,8 @@ def _build_policy(shape: str, base: Path, out: Path) -> None:
     from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
 
     tokenizer = AutoTokenizer.from_pretrained(base)
-    padding = VOCAB_SIZES.get(shape, len(tokenizer)) - len(tokenizer)
-    tokenizer.add_tokens([f"<pad-token-{i}>" for i in range(padding)])
+    vocab_size = VOCAB_SIZES.get(shape, len(tokenizer))
+    tokenizer.add_tokens([f"<pad-token-{i}>" for i in range(len(tokenizer), vocab_size)])
     if shape == "tiny":
         model = GPT2LMHeadModel.from_pretrained(base)
     else:

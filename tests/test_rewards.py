@@ -271,6 +271,32 @@ def test_classifier_scores_are_the_label_logit(tmp_path, monkeypatch, special_to
     assert score([]).shape == (0,)
 
 
+@pytest.mark.parametrize("reward_input", ["text", "tokens"])
+def test_a_gpt2_classifier_scores_with_its_gelu_as_one_kernel(tmp_path, monkeypatch, reward_input):
+    # GPT-2's `gelu_new` (five Python-level ops) runs as `gelu_pytorch_tanh`, as the
+    # policy's does; the scores stay the checkpoint's own logits (the test above and the
+    # next compare them at float32 tolerance).
+    from transformers import AutoConfig
+
+    directory = tmp_path / "tiny-classifier"
+    _save_tiny_classifier(directory, "pad")
+    assert AutoConfig.from_pretrained(directory).activation_function == "gelu_new"
+    scored_by, label_logits = [], rewards.label_logits
+
+    def recording(model, label, batches):
+        scored_by.append(model.config.activation_function)
+        return label_logits(model, label, batches)
+
+    monkeypatch.setattr(rewards, "label_logits", recording)
+    config = RewardConfig(kind="classifier", path=str(directory), label=1, input=reward_input)
+    score = build_reward(config)
+    if reward_input == "text":
+        score(SCORED)
+    else:
+        score(torch.tensor([[3, 4, 5]]), torch.ones(1, 3, dtype=torch.long))
+    assert scored_by == ["gelu_pytorch_tanh"]
+
+
 @pytest.mark.parametrize("special_tokens", ["pad", "eos", "none"])
 def test_classifier_reading_tokens_scores_each_row_as_if_alone(
     tmp_path, monkeypatch, special_tokens

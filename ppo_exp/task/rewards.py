@@ -165,8 +165,12 @@ def _classifier_scorer(
     # Imported lazily: transformers is slow to import and only this kind needs it.
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+    from ppo_exp.task.base_model import fused_kernels
+
     tokenizer = AutoTokenizer.from_pretrained(path)
-    model = AutoModelForSequenceClassification.from_pretrained(path, dtype=dtype).to(device)
+    model = AutoModelForSequenceClassification.from_pretrained(
+        path, dtype=dtype, **fused_kernels(path)  # GPT-2's GELU as one kernel, as the policy's
+    ).to(device)
     num_labels = model.config.num_labels
     if isinstance(label, bool) or not isinstance(label, int) or not 0 <= label < num_labels:
         raise ConfigError(

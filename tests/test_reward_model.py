@@ -195,6 +195,26 @@ def test_learns_that_the_longer_text_wins(base_model_path):
     assert metrics["eval/accuracy"] >= 0.95, metrics
 
 
+def test_a_gpt2_reward_model_trains_with_its_gelu_as_one_kernel(base_model_path):
+    # The GPT-2 base model's `gelu_new` (five Python-level ops) trains as
+    # `gelu_pytorch_tanh`, the same formula in one kernel, as the policy's does; the base
+    # checkpoint is left as it was, and the saved reward model records what it ran.
+    from transformers import AutoConfig
+    from transformers.activations import ACT2FN
+
+    assert AutoConfig.from_pretrained(base_model_path).activation_function == "gelu_new"
+    cfg = RewardModelConfig(epochs=1, batch_size=2)
+    cfg.normalise.samples = 0
+    pairs = Pairs(["a great film", "loved it"], ["dull", "a bad film"])
+    model, _, _ = train_reward_model(
+        cfg, pairs, pairs, base=str(base_model_path), log_metrics=lambda m, s: None
+    )
+    assert model.config.activation_function == "gelu_pytorch_tanh"
+    one_kernel = type(ACT2FN["gelu_pytorch_tanh"])
+    assert {type(block.mlp.act) for block in model.transformer.h} == {one_kernel}
+    assert AutoConfig.from_pretrained(base_model_path).activation_function == "gelu_new"
+
+
 @pytest.mark.slow
 def test_the_critic_can_start_from_the_reward_model(tmp_path, mlflow_uri, base_model_path):
     from transformers import AutoModelForSequenceClassification

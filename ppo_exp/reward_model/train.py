@@ -56,11 +56,15 @@ def load_base(path: str):
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
+    from ppo_exp.task.base_model import fused_kernels
+
     tokenizer = AutoTokenizer.from_pretrained(path)
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # "newly initialized: score.weight" is the point here
     try:
-        model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1)
+        model = AutoModelForSequenceClassification.from_pretrained(
+            path, num_labels=1, **fused_kernels(path)  # GPT-2's GELU as one kernel
+        )
     finally:
         hf_logging.set_verbosity(verbosity)
     ensure_pad_token(tokenizer, model)

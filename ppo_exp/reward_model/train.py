@@ -62,8 +62,9 @@ def load_base(path: str):
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # "newly initialized: score.weight" is the point here
     try:
+        # GPT-2's GELU as one kernel, as the policy's (the saved config records it)
         model = AutoModelForSequenceClassification.from_pretrained(
-            path, num_labels=1, **fused_kernels(path)  # GPT-2's GELU as one kernel
+            path, num_labels=1, **fused_kernels(path)
         )
     finally:
         hf_logging.set_verbosity(verbosity)

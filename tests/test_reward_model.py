@@ -198,7 +198,7 @@ def test_learns_that_the_longer_text_wins(base_model_path):
 def test_a_gpt2_reward_model_trains_with_its_gelu_as_one_kernel(base_model_path):
     # The GPT-2 base model's `gelu_new` (five Python-level ops) trains as
     # `gelu_pytorch_tanh`, the same formula in one kernel, as the policy's does; the base
-    # checkpoint is left as it was, and the saved reward model records what it ran.
+    # checkpoint is left as it was, and the config `save_pretrained` writes records it.
     from transformers import AutoConfig
     from transformers.activations import ACT2FN
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import subprocess
@@ -13,7 +14,7 @@ import pytest
 import torch
 
 from ppo_exp.bench.clock import PHASES, PhaseClock, patched, to_phases
-from ppo_exp.bench.suite import Spec, run_once, summarise, trl_python
+from ppo_exp.bench.suite import UNTRACKED, Spec, run_once, summarise, trl_python
 
 QUICK = Spec(batch_size=4, max_new_tokens=6, ppo_epochs=1, num_minibatches=2, iterations=2,
              eval_prompts=4, mlflow=False)
@@ -182,6 +183,17 @@ def test_trl_driver_runs_trl_offline_on_the_local_models(tmp_path, system):
     assert summary["phases"]["gc"] > 0 and summary["phases"]["update_step"] > 0
     assert summary["wall_without_gc_s"] < summary["wall_s"]
     assert result["mlflow_loaded"] == (system == "trl_mlflow")  # only when it reports there
+
+
+@pytest.mark.slow
+def test_the_untracked_system_is_ppo_exp_without_mlflow(tmp_path):
+    # what TRL's default run does not pay for: its peak RSS beside ppo_exp's (README)
+    tracked = dataclasses.replace(QUICK, mlflow=True)
+    ours = run_once("ppo_exp", tracked, tmp_path)
+    untracked = run_once(UNTRACKED, tracked, tmp_path)
+    assert ours["mlflow_loaded"] and not untracked["mlflow_loaded"]
+    assert ours["harness_s"] > 100 * untracked["harness_s"]  # opening the MLflow run
+    assert untracked["system"] == UNTRACKED and summarise([untracked])["phases"]["update_step"] > 0
 
 
 @pytest.mark.slow

@@ -13,10 +13,11 @@ Options (phases, floor, trl, scaling): --rounds N (alternated runs per system),
 re-tokenised text), --value-model separate|shared, --fused-floor, --json PATH,
 --device cpu|cuda (every system on that device, float32; phases timed with the cuda clock),
 --trl-python PATH, --trl-mlflow (also TRL logging to MLflow, as ppo_exp does: system
-trl_mlflow), --quick (tiny shapes, for the smoke test), --compare NAME=SRC (also
-run the ppo_exp source tree SRC, e.g. an older commit's `git archive`, as system NAME),
---variant NAME:KEY=VALUE[,KEY=VALUE] (also run ppo_exp with these config keys as system
-NAME, e.g. --variant compiled:compile=true).
+trl_mlflow), --untracked (also ppo_exp without MLflow, as TRL's default run: system
+ppo_exp_untracked, what tracking costs), --quick (tiny shapes, for the smoke test),
+--compare NAME=SRC (also run the ppo_exp source tree SRC, e.g. an older commit's
+`git archive`, as system NAME), --variant NAME:KEY=VALUE[,KEY=VALUE] (also run ppo_exp
+with these config keys as system NAME, e.g. --variant compiled:compile=true).
 scaling only: --points AXIS=VALUE,... (a subset), --markdown PATH (the table, written
 between its markers in PATH, e.g. README.md, or as a new file).
 """
@@ -43,6 +44,7 @@ from ppo_exp.bench.scaling import (
 from ppo_exp.bench.suite import (
     TRL_MLFLOW,
     TRL_PYTHON_ENV,
+    UNTRACKED,
     Spec,
     load,
     phase_table,
@@ -82,6 +84,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--trl-python", help=f"TRL's interpreter (default ${TRL_PYTHON_ENV})")
     parser.add_argument("--trl-mlflow", action="store_true",
                         help="trl: also run TRL logging to MLflow, as ppo_exp does (trl_mlflow)")
+    parser.add_argument("--untracked", action="store_true",
+                        help="also run ppo_exp without MLflow, as TRL's default run "
+                             "(ppo_exp_untracked)")
     parser.add_argument("--workdir", type=Path, help="keep bench models here (default: scratch)")
     parser.add_argument("--quick", action="store_true", help="tiny shapes: a smoke run")
     parser.add_argument("--points", help="scaling: only these points, e.g. batch=64,threads=2")
@@ -133,7 +138,8 @@ def main(argv: list[str] | None = None) -> None:
     sources = dict(item.split("=", 1) for item in args.compare)
     variants = dict(args.variant)
     if args.mode != "scaling":
-        systems = (*systems[:1], *sources, *variants, *systems[1:])
+        untracked = (UNTRACKED,) if args.untracked else ()
+        systems = (*systems[:1], *untracked, *sources, *variants, *systems[1:])
     if args.mode == "trl" and args.trl_mlflow:
         systems = (*systems, TRL_MLFLOW)
     trl = trl_python(args.trl_python)

@@ -9,6 +9,7 @@ apart and left out of the per-iteration figures.
 from __future__ import annotations
 
 import contextlib
+import sys
 import tempfile
 import time
 from typing import Any
@@ -163,4 +164,5 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
         trainer.train([Timed(tracker)])
         t0 = time.perf_counter()
     harness_s += time.perf_counter() - t0  # closing the MLflow run
-    return result("ppo_exp", iterations, startup, init_s=init_s, harness_s=harness_s)
+    return result("ppo_exp", iterations, startup, init_s=init_s, harness_s=harness_s,
+                  mlflow_loaded="mlflow" in sys.modules)

@@ -23,6 +23,7 @@ from ppo_exp.bench.models import bench_models, parameter_count
 
 SYSTEMS = ("ppo_exp", "floor", "trl")
 TRL_MLFLOW = "trl_mlflow"  # TRL logging to a scratch MLflow store, as ppo_exp always does
+UNTRACKED = "ppo_exp_untracked"  # ppo_exp without MLflow, as TRL's default run
 TRL_PYTHON_ENV = "PPO_EXP_TRL_PYTHON"  # TRL's interpreter; default ./.trl-venv/bin/python
 
 
@@ -66,7 +67,7 @@ def run_once(
     `sources` maps extra system names to other ppo_exp source trees (a directory holding
     the `ppo_exp` package, e.g. `git archive` of an older commit), run like ppo_exp;
     `variants` maps extra system names to PPOConfig keys that ppo_exp runs with (e.g.
-    {"compiled": {"compile": True}}).
+    {"compiled": {"compile": True}}). `UNTRACKED` is ppo_exp with no MLflow run.
     """
     sources, variants = sources or {}, variants or {}
     policy, reward = bench_models(spec.shape, root / "models")
@@ -74,6 +75,8 @@ def run_once(
 
     if system in variants:
         spec = dataclasses.replace(spec, config={**spec.config, **variants[system]})
+    if system == UNTRACKED:
+        spec = dataclasses.replace(spec, mlflow=False)
     payload = {
         **dataclasses.asdict(spec),
         "policy": str(policy),
@@ -96,7 +99,8 @@ def run_once(
                 env.update(MLFLOW_TRACKING_URI=f"sqlite:///{Path(scratch).absolute()}/mlflow.db",
                            MLFLOW_EXPERIMENT_NAME="trl-bench")
         else:
-            worker = "ppo_exp" if system in sources or system in variants else system
+            ours = system in sources or system in variants or system == UNTRACKED
+            worker = "ppo_exp" if ours else system
             command = [sys.executable, "-m", "ppo_exp.bench.worker", worker,
                        str(spec_file), str(out_file)]
         done = subprocess.run(command, env=env, cwd=scratch, capture_output=True, text=True)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from ppo_exp.config import PPOConfig
-from ppo_exp.ppo.replay import Replay
+from ppo_exp.ppo.replay import Replay, Statistics, read
 from ppo_exp.ppo.rollout import ResponseTokens, minibatch_of
 from ppo_exp.ppo.trainer import PPOTrainer
 
@@ -23,6 +23,16 @@ def trained_rollout(base_model_path):
     rollout = trainer.rollout(trainer.train_prompts[:8])
     advantages, returns = trainer.advantages(rollout, trainer.token_rewards(rollout))
     return trainer, rollout, advantages, returns
+
+
+def test_minibatch_statistics_are_read_back_by_name_in_minibatch_order():
+    """Each minibatch's statistics stay one stacked tensor until the update reads them all."""
+    first = Statistics.of({"loss/total": torch.tensor(1.5), "policy/clipfrac": torch.tensor(0.25)})
+    second = Statistics.of({"loss/total": torch.tensor(-2.0), "policy/clipfrac": torch.tensor(0.5)})
+    assert float(second["policy/clipfrac"]) == 0.5
+    assert list(second) == ["loss/total", "policy/clipfrac"]
+    assert read([first, second]) == {"loss/total": [1.5, -2.0], "policy/clipfrac": [0.25, 0.5]}
+    assert read([]) == {}
 
 
 @pytest.mark.slow

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -85,7 +86,7 @@ class Replay:
         minibatch = batch // cfg.num_minibatches
         lengths, tokens = self.layout(rollout, advantages, returns)  # once for all epochs
         # Per minibatch that reached its step, kept on the device and read once, at the end:
-        stats: dict[str, list[torch.Tensor]] = {}  # its statistics
+        stats: list[Statistics] = []  # its statistics
         faults: list[torch.Tensor] = []  # (3,) bool: its loss or a gradient norm non-finite
         skipping: torch.Tensor | None = None  # on_nonfinite=stop: a fault so far, on the device
         stopped = False
@@ -104,8 +105,7 @@ class Replay:
                 if cfg.on_nonfinite == "stop":  # nothing steps after a fault, until it is read
                     skipping = skipped
                 faults.append(fault)
-                for name, value in minibatch_stats.items():
-                    stats.setdefault(name, []).append(value)
+                stats.append(minibatch_stats)
             if stopped:
                 break
         self.model.update_mode(False)
@@ -185,9 +185,9 @@ class Replay:
         returns: torch.Tensor,
         lengths: list[int] | None = None,
         tokens: ResponseTokens | None = None,
-    ) -> dict[str, torch.Tensor]:
+    ) -> Statistics:
         """Fill `.grad` with the gradient of the PPO loss over `rows`; return its statistics
-        (0-dim float64 tensors on the device: nothing is read back here).
+        (on the device: nothing is read back here).
 
         Gradient accumulation over `micro_batch_size` rows at a time: each micro-batch's
         loss is a mean over its own tokens, weighted by its share of the rows' tokens, so
@@ -197,21 +197,26 @@ class Replay:
         """
         if lengths is None or self.packed and tokens is None:  # never half a layout
             lengths, tokens = self.layout(rollout, advantages, returns)
-        token_count = float(sum(lengths[row] for row in rows.tolist()))
         drop_gradients(itertools.chain(*self.groups))
+        size = self.cfg.micro_batch_size
+        if not size or size >= len(rows):  # one pass: its loss is the mean over all rows
+            longest = max(lengths[row] for row in rows.tolist())
+            mb = minibatch_of(rollout, advantages, returns, rows, longest, tokens)
+            loss, stats = self.loss(mb)
+            self.scaler.scale(loss).backward()
+            return Statistics.of(stats)
+        token_count = float(sum(lengths[row] for row in rows.tolist()))
         total = None  # the statistics stacked, one accumulation per micro-batch
-        for j in rows.split(self.cfg.micro_batch_size or len(rows)):
+        for j in rows.split(size):
             micro_rows = j.tolist()
             weight = (float(sum(lengths[row] for row in micro_rows)) / token_count
                       if token_count else 1.0)
             longest = max(lengths[row] for row in micro_rows)
-            loss, micro = self.loss(minibatch_of(rollout, advantages, returns, j, longest, tokens))
-            self.scaler.scale(loss if weight == 1.0 else loss * weight).backward()
-            # float64: as the Python floats they once were
-            stacked = torch.stack(list(micro.values())).double()
-            weighted = stacked if weight == 1.0 else weight * stacked  # one micro-batch: as is
+            loss, stats = self.loss(minibatch_of(rollout, advantages, returns, j, longest, tokens))
+            self.scaler.scale(loss * weight).backward()
+            weighted = weight * Statistics.of(stats).values
             total = weighted if total is None else total + weighted
-        return dict(zip(micro, total.unbind(), strict=True))
+        return Statistics(tuple(stats), total)
 
     def loss(self, mb: Minibatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """PPO loss of some rollout rows (means over their tokens), and its statistics
@@ -261,12 +266,35 @@ def drop_gradients(parameters: Iterable[torch.nn.Parameter]) -> None:
         parameter.grad = None
 
 
-def read(stats: dict[str, list[torch.Tensor]]) -> dict[str, list[float]]:
+@dataclass(frozen=True)
+class Statistics(Mapping[str, torch.Tensor]):
+    """A minibatch's statistics, by name: one (k,) float64 tensor on the device, so that
+    every minibatch's are read back together (`read`) and none is split apart before."""
+
+    names: tuple[str, ...]
+    values: torch.Tensor  # (k,) float64: as the Python floats they once were
+
+    @classmethod
+    def of(cls, stats: dict[str, torch.Tensor]) -> Statistics:
+        """Stack `Replay.loss`'s 0-dim statistics."""
+        return cls(tuple(stats), torch.stack(list(stats.values())).double())
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        return self.values[self.names.index(name)]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names)
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+
+def read(stats: list[Statistics]) -> dict[str, list[float]]:
     """Every minibatch's statistics as Python floats, in one read from the device."""
     if not stats:
         return {}
-    table = torch.stack([torch.stack(values) for values in stats.values()]).tolist()
-    return dict(zip(stats, table, strict=True))
+    table = torch.stack([minibatch.values for minibatch in stats]).T.tolist()
+    return dict(zip(stats[0].names, table, strict=True))
 
 
 def lr_factor(update: int, iterations: int, *, decay: bool) -> float:

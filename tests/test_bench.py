@@ -197,6 +197,23 @@ def test_the_untracked_system_is_ppo_exp_without_mlflow(tmp_path):
 
 
 @pytest.mark.slow
+def test_tracked_runs_log_to_the_given_store(tmp_path):
+    # --tracking-uri: what a tracking server or database costs instead of a SQLite file
+    store = f"sqlite:///{tmp_path}/server/mlflow.db"
+    spec = dataclasses.replace(QUICK, mlflow=True, tracking_uri=store)
+    result = run_once("ppo_exp", spec, tmp_path)
+    assert result["mlflow_loaded"]
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(store)
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    (run,) = client.search_runs(experiments)
+    assert run.info.status == "FINISHED"
+    history = client.get_metric_history(run.info.run_id, "rollout/reward_mean")
+    assert [m.step for m in history] == list(range(1, QUICK.iterations + 1))
+
+
+@pytest.mark.slow
 def test_techniques_mode_undoes_each_speed_up_and_restores_it(base_model_path):
     from ppo_exp.bench import techniques
 

@@ -14,7 +14,9 @@ re-tokenised text), --value-model separate|shared, --fused-floor, --json PATH,
 --device cpu|cuda (every system on that device, float32; phases timed with the cuda clock),
 --trl-python PATH, --trl-mlflow (also TRL logging to MLflow, as ppo_exp does: system
 trl_mlflow), --untracked (also ppo_exp without MLflow, as TRL's default run: system
-ppo_exp_untracked, what tracking costs), --quick (tiny shapes, for the smoke test),
+ppo_exp_untracked, what tracking costs), --tracking-uri URI (the MLflow store tracked
+runs log to, e.g. a tracking server; default: a scratch SQLite file per run), --quick
+(tiny shapes, for the smoke test),
 --compare NAME=SRC (also run the ppo_exp source tree SRC, e.g. an older commit's
 `git archive`, as system NAME), --variant NAME:KEY=VALUE[,KEY=VALUE] (also run ppo_exp
 with these config keys as system NAME, e.g. --variant compiled:compile=true).
@@ -87,6 +89,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--untracked", action="store_true",
                         help="also run ppo_exp without MLflow, as TRL's default run "
                              "(ppo_exp_untracked)")
+    parser.add_argument("--tracking-uri", metavar="URI",
+                        help="the MLflow store tracked runs log to, e.g. a tracking server "
+                             "(default: a scratch SQLite file per run)")
     parser.add_argument("--workdir", type=Path, help="keep bench models here (default: scratch)")
     parser.add_argument("--quick", action="store_true", help="tiny shapes: a smoke run")
     parser.add_argument("--points", help="scaling: only these points, e.g. batch=64,threads=2")
@@ -127,7 +132,8 @@ def main(argv: list[str] | None = None) -> None:
     spec = Spec(shape=args.shape, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
                 iterations=args.iterations, threads=args.threads, reward_kind=args.reward,
                 value_model=args.value_model, fused=args.fused_floor,
-                clock="cuda" if args.device == "cuda" else args.clock, device=args.device)
+                clock="cuda" if args.device == "cuda" else args.clock, device=args.device,
+                tracking_uri=args.tracking_uri)
     if args.quick:
         spec = Spec(shape=args.shape, batch_size=8, max_new_tokens=6, ppo_epochs=1,
                     num_minibatches=2, iterations=2, eval_prompts=8, mlflow=False,

@@ -157,7 +157,7 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
             from ppo_exp import tracking
 
             workdir = stack.enter_context(tempfile.TemporaryDirectory())
-            cfg.mlflow.tracking_uri = f"sqlite:///{workdir}/mlflow.db"
+            cfg.mlflow.tracking_uri = spec.get("tracking_uri") or f"sqlite:///{workdir}/mlflow.db"
             tracker = stack.enter_context(tracking.start_run(cfg, OmegaConf.structured(cfg)))
             harness_s += time.perf_counter() - t0
         boundary[0] = clock.now()

@@ -47,6 +47,9 @@ class Spec:
     eval_prompts: int = 128  # ppo_exp's held-out eval at step 0 (part of its peak RSS)
     fused: bool = False  # the floor's AdamW(fused=True)
     mlflow: bool = True  # ppo_exp logs to a scratch MLflow store, as a real run does
+    # the MLflow store tracked runs log to (a tracking server, a database); None: a scratch
+    # SQLite file per run
+    tracking_uri: str | None = None
     clock: str = "wall"  # "wall"; "cpu": process CPU time, for a loaded machine; "cuda"
     config: dict[str, Any] = field(default_factory=dict)  # extra PPOConfig keys for ppo_exp
 
@@ -96,7 +99,8 @@ def run_once(
             driver = Path(__file__).with_name("trl_driver.py")
             command = [str(trl), str(driver), str(spec_file), str(out_file)]
             if system == TRL_MLFLOW:  # TRL's MLflowCallback reads these
-                env.update(MLFLOW_TRACKING_URI=f"sqlite:///{Path(scratch).absolute()}/mlflow.db",
+                scratch_store = f"sqlite:///{Path(scratch).absolute()}/mlflow.db"
+                env.update(MLFLOW_TRACKING_URI=spec.tracking_uri or scratch_store,
                            MLFLOW_EXPERIMENT_NAME="trl-bench")
         else:
             ours = system in sources or system in variants or system == UNTRACKED

@@ -31,6 +31,7 @@ def test_minibatch_statistics_are_read_back_by_name_in_minibatch_order():
     second = Statistics.of({"loss/total": torch.tensor(-2.0), "policy/clipfrac": torch.tensor(0.5)})
     assert float(second["policy/clipfrac"]) == 0.5
     assert list(second) == ["loss/total", "policy/clipfrac"]
+    assert second == {"loss/total": -2.0, "policy/clipfrac": 0.5} and second != first
     assert read([first, second]) == {"loss/total": [1.5, -2.0], "policy/clipfrac": [0.25, 0.5]}
     assert read([]) == {}
 

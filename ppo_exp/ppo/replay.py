@@ -266,7 +266,7 @@ def drop_gradients(parameters: Iterable[torch.nn.Parameter]) -> None:
         parameter.grad = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # a Mapping: equal when its items are
 class Statistics(Mapping[str, torch.Tensor]):
     """A minibatch's statistics, by name: one (k,) float64 tensor on the device, so that
     every minibatch's are read back together (`read`) and none is split apart before."""

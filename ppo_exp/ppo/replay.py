@@ -199,22 +199,19 @@ class Replay:
             lengths, tokens = self.layout(rollout, advantages, returns)
         drop_gradients(itertools.chain(*self.groups))
         size = self.cfg.micro_batch_size
-        if not size or size >= len(rows):  # one pass: its loss is the mean over all rows
-            longest = max(lengths[row] for row in rows.tolist())
-            mb = minibatch_of(rollout, advantages, returns, rows, longest, tokens)
-            loss, stats = self.loss(mb)
-            self.scaler.scale(loss).backward()
-            return Statistics.of(stats)
-        token_count = float(sum(lengths[row] for row in rows.tolist()))
+        parts = rows.split(size) if size and size < len(rows) else (rows,)
+        # one part (the default): weight 1, no token count needed
+        token_count = float(sum(lengths[row] for row in rows.tolist())) if len(parts) > 1 else 0.0
         total = None  # the statistics stacked, one accumulation per micro-batch
-        for j in rows.split(size):
+        for j in parts:
             micro_rows = j.tolist()
             weight = (float(sum(lengths[row] for row in micro_rows)) / token_count
                       if token_count else 1.0)
             longest = max(lengths[row] for row in micro_rows)
             loss, stats = self.loss(minibatch_of(rollout, advantages, returns, j, longest, tokens))
-            self.scaler.scale(loss * weight).backward()
-            weighted = weight * Statistics.of(stats).values
+            self.scaler.scale(loss if weight == 1.0 else loss * weight).backward()
+            values = Statistics.of(stats).values
+            weighted = values if weight == 1.0 else weight * values  # one micro-batch: as is
             total = weighted if total is None else total + weighted
         return Statistics(tuple(stats), total)
 

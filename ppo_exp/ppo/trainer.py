@@ -84,7 +84,7 @@ class PPOTrainer:
         # log-probs agree and the first ratio is exactly 1.
         self.replay = Replay(cfg, self.model, device=self.device, dtype=self.dtype)
         self.sampler = Sampler(
-            cfg, self.model, self.ref, self.tokenizer, self.stop_ids,
+            cfg, self.model, self.ref, self.tokenizer, self.stop_ids, models.sampling,
             scorer=build_reward(cfg.reward, device=self.device, dtype=self.dtype),
             reward_chat=chat_tokenizer(cfg.reward),  # its template formats reward.text=full
             templated=self.prompts.templated, device=self.device, dtype=self.dtype,

@@ -35,8 +35,9 @@ class Models:
 
     actor_critic: ActorCritic
     reference: Reference
-    generation_config: GenerationConfig  # the policy's: `generate` picks the best-scored token
-    sampling: LogitsProcessorList  # ...which these scores make a sample (`SoftmaxSampling`)
+    # the policy's generation_config (`sampling_config`) picks the best-scored token;
+    # passed to its `generate`, these scores make that pick a sample (`SoftmaxSampling`)
+    sampling: LogitsProcessorList
     stop_token_ids: list[int]  # any of these ends a response (it is kept, and scored)
 
 
@@ -104,7 +105,7 @@ def build_models(
         path, device, dtype, sum(p.numel() for p in trainable(actor_critic)) / 1e6,
     )
     sampling = LogitsProcessorList([SoftmaxSampling(cfg.temperature)])
-    return Models(actor_critic, reference, generation_config, sampling, stop_ids)
+    return Models(actor_critic, reference, sampling, stop_ids)
 
 
 def with_lora(model: nn.Module, lora: LoraSettings, *, task_type: str) -> nn.Module:

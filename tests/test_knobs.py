@@ -2,7 +2,8 @@
 
 - the adaptive KL controller can move its coefficient within a run;
 - `vf_coef` scales the critic's step and does not reach the policy's;
-- `target_kl` can stop the replay after the first epoch with one minibatch per epoch;
+- `target_kl` can stop the replay after the first epoch with one minibatch per epoch,
+  and never stops the update's first step;
 - `eval/reward_mean` is the reward model's own score, the penalised one has its name;
 - rollout tensors are ordinary tensors, not inference tensors.
 """
@@ -78,10 +79,27 @@ def test_vf_coef_scales_the_critics_step_and_not_the_policys(base_model_path):
 
 
 @pytest.mark.slow
-def test_target_kl_can_stop_after_the_first_epoch_with_one_minibatch(base_model_path):
-    final = train(PPOConfig(**SMOKE, ppo_epochs=4, num_minibatches=1, target_kl=1e-12))
-    # epoch 1's only minibatch has approx-KL 0 (ratio 1); epoch 2's is stopped before it
+@pytest.mark.parametrize("pack", [True, False], ids=["packed", "padded"])
+def test_target_kl_can_stop_after_the_first_epoch_with_one_minibatch(base_model_path, pack):
+    final = train(PPOConfig(**SMOKE, ppo_epochs=4, num_minibatches=1, target_kl=1e-12,
+                            pack_minibatches=pack))
+    # epoch 1's only minibatch is stepped (nothing moved the policy yet: approx-KL 0, or
+    # ~1e-9 from packed rows' float rounding on some CPUs); epoch 2's is stopped before it
     assert final["policy/epochs"] == 1
+
+
+@pytest.mark.slow
+def test_the_updates_first_step_is_never_stopped(base_model_path, monkeypatch):
+    checked = []
+
+    def always_stop(approx_kl, target_kl):
+        checked.append(float(approx_kl))
+        return True
+
+    monkeypatch.setattr(control, "stop_replay", always_stop)
+    final = train(PPOConfig(**SMOKE, ppo_epochs=4, num_minibatches=2, target_kl=0.1))
+    # one step, then the check before minibatch 2 (after that step) stops the replay
+    assert final["policy/epochs"] == 1 and len(checked) == 1
 
 
 @pytest.mark.slow

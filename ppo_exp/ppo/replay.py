@@ -97,8 +97,12 @@ class Replay:
                 i = order[start : start + minibatch]
                 minibatch_stats = self.gradients(rollout, i, advantages, returns, lengths, tokens)
                 # CleanRL's early stop, without its lag: this minibatch's approx-KL is
-                # measured after every earlier step, so its own step is skipped.
-                if control.stop_replay(minibatch_stats["policy/approx_kl"], cfg.target_kl):
+                # measured after every earlier step, so its own step is skipped. Before the
+                # update's first step the policy is the one that sampled: its approx-KL is
+                # 0 but for float rounding (packed rows: ~1e-9 on some CPUs), not checked.
+                if stats and control.stop_replay(
+                    minibatch_stats["policy/approx_kl"], cfg.target_kl
+                ):
                     stopped = True
                     break
                 fault, skipped = self.clipped_step(minibatch_stats["loss/total"], skipping)

@@ -116,12 +116,13 @@ class Sampler:
         """Log-probs, reference log-probs, values and entropy of the responses, (B, T) each.
 
         Recomputed with the same full forward pass the update uses (rather than taken from
-        generate's KV-cached scores), so the first minibatch's ratio is exactly 1 and not a
-        numerical artefact. Logits are divided by the sampling temperature, as in the
-        N-implementation-details paper. `rollout_micro_batch` rows at a time (unset: a
-        training batch, `batch_size`, so the held-out eval's `eval_prompts` rows never
-        hold more memory than training does), so only that many (T, V) logits tensors
-        are alive at once.
+        generate's KV-cached scores), so the first minibatch's ratio is 1 and not a
+        numerical artefact (exactly with padded rows; packed ones, the default, change the
+        order of float sums: approx-KL ~1e-9 on some CPUs). Logits are divided by the
+        sampling temperature, as in the N-implementation-details paper.
+        `rollout_micro_batch` rows at a time (unset: a training batch, `batch_size`, so
+        the held-out eval's `eval_prompts` rows never hold more memory than training
+        does), so only that many (T, V) logits tensors are alive at once.
         """
         cfg, T = self.cfg, response.shape[1]
         chunks = []

@@ -81,7 +81,7 @@ class PPOTrainer:
         self.model, self.ref = models.actor_critic, models.reference
         self.stop_ids = torch.tensor(models.stop_token_ids, device=self.device)
         # Dropout stays off (eval mode) throughout, so sampling-time and training-time
-        # log-probs agree and the first ratio is exactly 1.
+        # log-probs agree and the first ratio is 1 (to float rounding with packed rows).
         self.replay = Replay(cfg, self.model, device=self.device, dtype=self.dtype)
         self.sampler = Sampler(
             cfg, self.model, self.ref, self.tokenizer, self.stop_ids, models.sampling,
